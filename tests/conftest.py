@@ -1,0 +1,6 @@
+"""Shared pytest configuration: each real part has its own fixture module under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.upstreams",
+]
