@@ -99,7 +99,11 @@ def _run_go(args: Sequence[str], cwd: Path) -> str:
 
 def _staging_replaces(workdir: Path, version: str) -> list[str]:
     """Read k8s.io/kubernetes' go.mod and map each ./staging replace to the published v0.x.y."""
-    modfile = Path(_run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], workdir).split('"GoMod": "')[1].split('"')[0])
+    modfile = Path(
+        _run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], workdir)
+        .split('"GoMod": "')[1]
+        .split('"')[0]
+    )
     staging_version = "v0." + version.removeprefix("v1.")
     modules = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", modfile.read_text(), flags=re.MULTILINE)
     if not modules:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-SCHEMA_VERSION = "hybridroute.io/router-config/v1"
+SCHEMA_VERSION: Final = "hybridroute.io/router-config/v1"
 CONFIGMAP_KEY = "config.json"
 
 # Kubernetes-style name: what an endpoint reference must look like.
@@ -203,9 +203,9 @@ class PrometheusBreakerConfig(Model):
     """Prometheus base URL; unset disables p95-driven breaking."""
     query: Annotated[str, Field(max_length=4096)] = (
         "histogram_quantile(0.95, sum by (le, endpoint) "
-        "(rate(hybridroute_upstream_duration_seconds_bucket{policy=\"$policy\"}[$window]))) "
+        '(rate(hybridroute_upstream_duration_seconds_bucket{policy="$policy"}[$window]))) '
         "and on (endpoint) sum by (endpoint) "
-        "(rate(hybridroute_upstream_duration_seconds_count{policy=\"$policy\"}[$window])) > 0"
+        '(rate(hybridroute_upstream_duration_seconds_count{policy="$policy"}[$window])) > 0'
     )
     """PromQL template; $policy and $window are substituted; must return one series per `endpoint` label."""
     window: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
