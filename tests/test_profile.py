@@ -1,0 +1,263 @@
+"""Request profile: body validation (-> 400 with param), token estimate, privacy markers, complexity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hybridroute_router.config import (
+    ComplexityConfig,
+    EndpointConfig,
+    HeaderMatch,
+    PrivacyConfig,
+    RegexDetector,
+    RouterConfig,
+)
+from hybridroute_router.detectors import detectors_for, luhn_valid
+from hybridroute_router.profile import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    MESSAGE_OVERHEAD_TOKENS,
+    ProfileError,
+    build_profile,
+    complexity_score,
+)
+
+LOCAL = EndpointConfig(name="local", type="local", base_url="http://127.0.0.1:9/v1", model="m")
+
+
+def config(**sections: Any) -> RouterConfig:
+    return RouterConfig(endpoints=[LOCAL], **sections)
+
+
+def chat(*contents: Any, **extra: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": c} for c in contents], **extra}
+
+
+def test_chat_profile_counts_text_tokens_with_per_message_overhead() -> None:
+    profile = build_profile("chat", chat("a" * 40, "b" * 41), {}, config())
+    assert profile.kind == "chat"
+    assert profile.model == "auto"
+    assert profile.input_tokens == 10 + 11 + 2 * MESSAGE_OVERHEAD_TOKENS
+    assert profile.max_output_tokens == DEFAULT_MAX_OUTPUT_TOKENS
+    assert profile.stream is False
+    assert not profile.sensitive
+    assert profile.sensitive_reasons == ()
+
+
+def test_image_parts_set_vision_and_only_text_parts_count() -> None:
+    parts = [
+        {"type": "text", "text": "x" * 8},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 10_000}},
+    ]
+    profile = build_profile("chat", chat(parts), {}, config())
+    assert profile.wants_vision
+    assert profile.input_tokens == 2 + MESSAGE_OVERHEAD_TOKENS
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    profile = build_profile("chat", chat("hi", max_tokens=10, max_completion_tokens=20), {}, config())
+    assert profile.max_output_tokens == 20
+
+
+def test_tools_and_json_schema_are_recorded_and_tool_definitions_count_as_input() -> None:
+    tools = [{"type": "function", "function": {"name": f"f{i}", "parameters": {}}} for i in range(3)]
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    body = chat(
+        "hi", tools=tools, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    )
+    profile = build_profile("chat", body, {}, config())
+    bare = build_profile("chat", chat("hi"), {}, config())
+    assert profile.tool_count == 3
+    assert profile.structured_output
+    assert profile.json_schema == schema
+    assert profile.input_tokens > bare.input_tokens + 3 * 10
+
+
+def test_json_object_is_structured_without_schema_and_text_format_is_not() -> None:
+    as_object = build_profile("chat", chat("hi", response_format={"type": "json_object"}), {}, config())
+    as_text = build_profile("chat", chat("hi", response_format={"type": "text"}), {}, config())
+    assert (as_object.structured_output, as_object.json_schema) == (True, None)
+    assert not as_text.structured_output
+
+
+@pytest.mark.parametrize(
+    ("prompt", "tokens"),
+    [("abcdefgh", 2), (["abcd", "abcd"], 2), ([1, 2, 3], 3), ([[1, 2], [3, 4, 5]], 5)],
+)
+def test_completions_prompt_shapes(prompt: Any, tokens: int) -> None:
+    profile = build_profile("completions", {"model": "auto", "prompt": prompt, "max_tokens": 7}, {}, config())
+    assert profile.input_tokens == tokens
+    assert profile.max_output_tokens == 7
+
+
+def test_embeddings_need_no_output_tokens() -> None:
+    profile = build_profile("embeddings", {"model": "auto", "input": ["abcd", "efgh"]}, {}, config())
+    assert profile.kind == "embeddings"
+    assert profile.input_tokens == 2
+    assert profile.max_output_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "param"),
+    [
+        ("chat", [], None),
+        ("chat", {"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ("chat", {"model": 3, "messages": []}, "model"),
+        ("chat", {"model": "auto"}, "messages"),
+        ("chat", {"model": "auto", "messages": []}, "messages"),
+        ("chat", {"model": "auto", "messages": ["hi"]}, "messages[0]"),
+        ("chat", {"model": "auto", "messages": [{"content": "hi"}]}, "messages[0].role"),
+        ("chat", {"model": "auto", "messages": [{"role": "user"}]}, "messages[0].content"),
+        ("chat", {"model": "auto", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            "chat",
+            {"model": "auto", "messages": [{"role": "user", "content": [{"text": "x"}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            "chat",
+            {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            "messages[0].content[0].text",
+        ),
+        ("chat", chat("x", stream="yes"), "stream"),
+        ("chat", chat("x", max_tokens="10"), "max_tokens"),
+        ("chat", chat("x", max_tokens=0), "max_tokens"),
+        ("chat", chat("x", max_completion_tokens=True), "max_completion_tokens"),
+        ("chat", chat("x", temperature="hot"), "temperature"),
+        ("chat", chat("x", n=0), "n"),
+        ("chat", chat("x", tools={"type": "function"}), "tools"),
+        ("chat", chat("x", response_format="json"), "response_format"),
+        ("chat", chat("x", response_format={"type": "json_schema"}), "response_format.json_schema"),
+        ("completions", {"model": "auto"}, "prompt"),
+        ("completions", {"model": "auto", "prompt": [1.5]}, "prompt"),
+        ("embeddings", {"model": "auto", "input": []}, "input"),
+        ("embeddings", {"model": "auto", "input": [[1, "a"]]}, "input"),
+    ],
+)
+def test_malformed_bodies_raise_profile_error_naming_the_param(kind: Any, body: Any, param: str | None) -> None:
+    with pytest.raises(ProfileError) as caught:
+        build_profile(kind, body, {}, config())
+    assert caught.value.param == param
+    assert caught.value.message
+
+
+def test_assistant_message_with_tool_calls_needs_no_content() -> None:
+    message = {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    profile = build_profile("chat", {"model": "auto", "messages": [message]}, {}, config())
+    assert profile.input_tokens == MESSAGE_OVERHEAD_TOKENS + 1
+
+
+def test_privacy_header_matches_case_insensitively() -> None:
+    cfg = config()
+    marked = build_profile("chat", chat("hi"), {"X-HybridRoute-Privacy": "Restricted"}, cfg)
+    other_value = build_profile("chat", chat("hi"), {"x-hybridroute-privacy": "public"}, cfg)
+    assert marked.sensitive
+    assert marked.sensitive_reasons == ("header",)
+    assert marked.headers["x-hybridroute-privacy"] == "Restricted"
+    assert not other_value.sensitive
+
+
+def test_presence_only_header_and_policy_wide_flag() -> None:
+    cfg = config(privacy=PrivacyConfig(header=HeaderMatch(name="x-tenant-eu"), all_requests_sensitive=True))
+    profile = build_profile("chat", chat("hi"), {"x-tenant-eu": ""}, cfg)
+    assert profile.sensitive_reasons == ("header", "policy")
+
+
+def test_detectors_report_names_never_the_matched_text() -> None:
+    privacy = PrivacyConfig(
+        builtin_detectors=["email", "card"], detectors=[RegexDetector(name="ticket", pattern=r"TICKET-\d+")]
+    )
+    body = chat("mail me at jane.doe@example.com", "card 4111 1111 1111 1111, ref TICKET-42")
+    profile = build_profile("chat", body, {}, config(privacy=privacy))
+    assert profile.sensitive
+    assert profile.sensitive_reasons == ("detector:email", "detector:card", "detector:ticket")
+    assert "jane" not in repr(profile.sensitive_reasons)
+
+
+def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> None:
+    cfg = config(privacy=PrivacyConfig(builtin_detectors=["email"]))
+    call = {"function": {"name": "send", "arguments": '{"to": "bob@example.org"}'}}
+    chat_body = {"model": "auto", "messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]}
+    assert build_profile("chat", chat_body, {}, cfg).sensitive
+    assert build_profile("completions", {"model": "auto", "prompt": ["x", "a@b.io"]}, {}, cfg).sensitive
+    assert build_profile("embeddings", {"model": "auto", "input": "c@d.co"}, {}, cfg).sensitive
+    assert not build_profile("embeddings", {"model": "auto", "input": "no address"}, {}, cfg).sensitive
+
+
+@pytest.mark.parametrize(
+    ("detector", "text", "found"),
+    [
+        ("email", "write to a.b+tag@mail.example.co.uk today", True),
+        ("email", "user at example dot com", False),
+        ("phone", "call +1 (555) 123-4567", True),
+        ("phone", "call 555-123-4567", True),
+        ("phone", "call +4915112345678", True),
+        ("phone", "on 2024-01-15 at 10.30", False),
+        ("phone", "version 1.2.3 build 4567", False),
+        ("card", "4111111111111111", True),
+        ("card", "5500-0000-0000-0004", True),
+        ("card", "4111 1111 1111 1112", False),  # fails Luhn
+        ("card", "order 1234567890123", False),
+        ("nationalId", "SSN 123-45-6789", True),
+        ("nationalId", "SSN 123 45 6789", True),
+        ("nationalId", "SSN 000-45-6789", False),
+        ("nationalId", "SSN 666-45-6789", False),
+        ("nationalId", "SSN 123-00-6789", False),
+        ("nationalId", "SSN 123-45 6789", False),
+        ("nationalId", "part 2123-45-67890", False),
+    ],
+)
+def test_builtin_detectors(detector: Any, text: str, found: bool) -> None:
+    detectors = detectors_for(PrivacyConfig(builtin_detectors=[detector]))
+    assert detectors.scan([text]) == ((f"detector:{detector}",) if found else ())
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [("4111111111111111", True), ("79927398713", True), ("79927398710", False), ("0", True), ("18", True)],
+)
+def test_luhn(digits: str, valid: bool) -> None:
+    assert luhn_valid(digits) is valid
+
+
+def test_detector_sets_are_cached_per_privacy_content() -> None:
+    first = detectors_for(PrivacyConfig(builtin_detectors=["email"]))
+    second = detectors_for(PrivacyConfig(builtin_detectors=["email"]))
+    assert first is second
+    assert detectors_for(PrivacyConfig(builtin_detectors=["card"])) is not first
+
+
+def test_long_digit_runs_scan_quickly() -> None:
+    import time
+
+    detectors = detectors_for(PrivacyConfig(builtin_detectors=["email", "phone", "card", "nationalId"]))
+    text = "7" * 200_000 + " " + "a" * 200_000
+    started = time.perf_counter()
+    assert detectors.scan([text]) == ()
+    assert time.perf_counter() - started < 1.0
+
+
+def test_complexity_signals_add_up_and_cap_at_one() -> None:
+    cfg = ComplexityConfig()
+    assert complexity_score(cfg, ["hello"], 10, 0, False) == pytest.approx(0.2)
+    assert complexity_score(cfg, ["Please REASONING about it"], 10, 0, False) == pytest.approx(0.6)
+    assert complexity_score(cfg, ["treason"], 10, 0, False) == pytest.approx(0.2)
+    assert complexity_score(cfg, ["hi"], 10, 2, True) == pytest.approx(0.5)
+    assert complexity_score(cfg, ["hi"], 10, 9, False) == pytest.approx(0.5)  # tools capped at 0.3
+    assert complexity_score(cfg, ["step by step plan"], 5_000, 5, True) == 1.0
+
+
+def test_profile_complexity_uses_policy_config() -> None:
+    cfg = config(complexity=ComplexityConfig(keywords=["refactor"], keyword_weight=0.5, base_score=0.0))
+    assert build_profile("chat", chat("Refactor this"), {}, cfg).complexity == pytest.approx(0.5)
+    assert build_profile("chat", chat("analyze this"), {}, cfg).complexity == pytest.approx(0.0)
+
+
+def test_latency_budget_header() -> None:
+    profile = build_profile("chat", chat("hi"), {"X-Hybridroute-Latency-Budget-Ms": "250"}, config())
+    assert profile.latency_budget_ms == 250
+    assert build_profile("chat", chat("hi"), {}, config()).latency_budget_ms is None
+    with pytest.raises(ProfileError) as caught:
+        build_profile("chat", chat("hi"), {"x-hybridroute-latency-budget-ms": "soon"}, config())
+    assert caught.value.param == "x-hybridroute-latency-budget-ms"
