@@ -122,9 +122,9 @@ class Reason:
     # RoutingPolicy
     COMPILED: Final = "Compiled"
     COMPILE_FAILED: Final = "CompileFailed"
-    ALL_RESOLVED: Final = "EndpointsResolved"
-    ENDPOINT_NOT_FOUND: Final = "EndpointsMissing"
-    ENDPOINT_NOT_READY: Final = "EndpointsNotReady"
+    ENDPOINTS_RESOLVED: Final = "EndpointsResolved"
+    ENDPOINTS_MISSING: Final = "EndpointsMissing"
+    ENDPOINTS_NOT_READY: Final = "EndpointsNotReady"
     NO_ENDPOINTS_SELECTED: Final = "NoEndpointsSelected"
 
 
