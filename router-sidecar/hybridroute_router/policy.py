@@ -37,11 +37,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .breaker import BreakerState
 from .config import EndpointConfig, RouterConfig, Rule, RuleMatch
 from .cost import estimate_cost
 from .profile import RequestProfile, header_matches
 
-BreakerState = Literal["closed", "open", "half-open"]
 FilterName = Literal["privacy", "context", "capability", "breaker", "capacity", "budget", "unavailable", "rule"]
 EndpointKind = Literal["local", "cloud"]
 
