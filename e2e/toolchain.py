@@ -11,6 +11,8 @@ k8s.io/* v0.x.y modules of the matching release, read from k8s.io/kubernetes' ow
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -18,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.35.4"
@@ -32,11 +33,17 @@ _GO_MISSING = (
 )
 
 
+# Written next to the binaries once they are all built; a cache hit needs it to match the current recipe.
+_RECIPE_FILE = "recipe.json"
+# A Kubernetes build is silent for minutes; say it is still alive this often.
+_HEARTBEAT_SECONDS = 30.0
+
+
 class ToolchainError(RuntimeError):
     """A binary could not be built; the message says what to do."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GoBuild:
     """One wrapper module and the packages to compile from it."""
 
@@ -45,10 +52,34 @@ class GoBuild:
     version: str
     packages: tuple[str, ...]
     staging_replaces: bool = False
+    # Binary names, one per package, where the package path does not end in the command's name.
+    names: tuple[str, ...] = ()
+    # `-X variable=value` link stamps: release builds set version variables this way, and without them
+    # the binaries report v0.0.0 (kubectl warns about version skew, `helm version` is vague).
+    stamps: tuple[tuple[str, str], ...] = ()
 
     @property
     def binaries(self) -> tuple[str, ...]:
-        return tuple(pkg.rstrip("/").rsplit("/", 1)[-1] for pkg in self.packages)
+        return self.names or tuple(pkg.rstrip("/").rsplit("/", 1)[-1] for pkg in self.packages)
+
+    @property
+    def ldflags(self) -> str:
+        return " ".join(["-s", "-w", *(f"-X {variable}={value}" for variable, value in self.stamps)])
+
+    def fingerprint(self) -> str:
+        """What the cached binaries were built from; a change to the recipe invalidates the cache."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _kubernetes_version_stamps(version: str) -> tuple[tuple[str, str], ...]:
+    """The variables hack/lib/version.sh stamps, in both packages that report a Kubernetes version."""
+    major, minor = version.removeprefix("v").split(".")[:2]
+    values = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return tuple(
+        (f"{package}.{variable}", value)
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for variable, value in values.items()
+    )
 
 
 KUBERNETES = GoBuild(
@@ -61,12 +92,23 @@ KUBERNETES = GoBuild(
         "k8s.io/kubernetes/cmd/kubectl",
     ),
     staging_replaces=True,
+    stamps=_kubernetes_version_stamps(KUBERNETES_VERSION),
 )
-# etcd's main package lives at the root of its server module (server/main.go).
+# etcd's main package lives at the root of its server module (server/main.go), whose path ends in "v3".
 ETCD = GoBuild(
-    name="etcd", module="go.etcd.io/etcd/server/v3", version=ETCD_VERSION, packages=("go.etcd.io/etcd/server/v3",)
+    name="etcd",
+    module="go.etcd.io/etcd/server/v3",
+    version=ETCD_VERSION,
+    packages=("go.etcd.io/etcd/server/v3",),
+    names=("etcd",),
 )
-HELM = GoBuild(name="helm", module="helm.sh/helm/v3", version=HELM_VERSION, packages=("helm.sh/helm/v3/cmd/helm",))
+HELM = GoBuild(
+    name="helm",
+    module="helm.sh/helm/v3",
+    version=HELM_VERSION,
+    packages=("helm.sh/helm/v3/cmd/helm",),
+    stamps=(("helm.sh/helm/v3/internal/version.version", HELM_VERSION),),
+)
 
 
 def cache_root() -> Path:
@@ -91,19 +133,25 @@ def _go() -> str:
 
 def _run_go(args: Sequence[str], cwd: Path) -> str:
     env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOWORK="off")
-    proc = subprocess.run([_go(), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    started = time.monotonic()
+    proc = subprocess.Popen([_go(), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=_HEARTBEAT_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            _log(f"  ... still running `go {args[0]}` ({time.monotonic() - started:.0f} s)")
     if proc.returncode != 0:
-        raise ToolchainError(f"`go {' '.join(args)}` failed in {cwd}:\n{proc.stderr[-4000:]}")
-    return proc.stdout
+        raise ToolchainError(f"`go {' '.join(args)}` failed in {cwd}:\n{stderr[-4000:]}")
+    return stdout
 
 
 def _staging_replaces(workdir: Path, version: str) -> list[str]:
     """Read k8s.io/kubernetes' go.mod and map each ./staging replace to the published v0.x.y."""
-    modfile = Path(
-        _run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], workdir)
-        .split('"GoMod": "')[1]
-        .split('"')[0]
-    )
+    download = json.loads(_run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], workdir))
+    if download.get("Error") or not download.get("GoMod"):
+        raise ToolchainError(f"go mod download k8s.io/kubernetes@{version} failed: {download.get('Error')}")
+    modfile = Path(download["GoMod"])
     staging_version = "v0." + version.removeprefix("v1.")
     modules = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", modfile.read_text(), flags=re.MULTILINE)
     if not modules:
@@ -115,7 +163,8 @@ def build(spec: GoBuild) -> Path:
     """Build `spec` once and return the directory holding its binaries."""
     target = cache_root() / f"{spec.name}-{spec.version}"
     bindir = target / "bin"
-    if all((bindir / name).is_file() for name in spec.binaries):
+    recipe = bindir / _RECIPE_FILE
+    if recipe.is_file() and recipe.read_text() == spec.fingerprint():
         return bindir
     workdir = target / "src"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +184,8 @@ def build(spec: GoBuild) -> Path:
     tmp_bin.mkdir()
     for package, name in zip(spec.packages, spec.binaries, strict=True):
         _log(f"  go build {package}")
-        _run_go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp_bin / name), package], workdir)
+        _run_go(["build", "-trimpath", f"-ldflags={spec.ldflags}", "-o", str(tmp_bin / name), package], workdir)
+    (tmp_bin / _RECIPE_FILE).write_text(spec.fingerprint())
     shutil.rmtree(bindir, ignore_errors=True)
     tmp_bin.rename(bindir)
     _log(f"built {spec.name} {spec.version} in {time.monotonic() - started:.0f} s")
