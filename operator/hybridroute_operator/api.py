@@ -15,12 +15,13 @@ for a newcomer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -65,13 +66,13 @@ LABEL_KEY_PATTERN: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 
-# Names become Deployment and Service names, which must be DNS-1035 labels.
+# Names become Deployment and Service names, which must be DNS-1035 labels. (A root rule cannot set
+# fieldPath to metadata, so the message names the field.)
 METADATA_NAME_RULE: Final = {
     "rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
     "message": (
         "metadata.name must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter"
     ),
-    "fieldPath": ".metadata.name",
 }
 NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
@@ -137,9 +138,8 @@ class Reason:
 class CrossFieldRule:
     """A constraint across fields, stated once for the API server (CEL) and once for Python."""
 
-    cel: str | None
-    """CEL expression over `self` (the object the rule is attached to) that must be true; None when
-    the schema itself enforces the rule (a list type) and only the offline check needs Python."""
+    cel: str
+    """CEL expression over `self` (the object the rule is attached to) that must be true."""
     message: str
     """What the user reads when the rule fails; names the fields involved."""
     holds: Callable[[Any], bool]
@@ -156,10 +156,6 @@ class Violation:
 
     path: tuple[str | int, ...]
     message: str
-
-
-def _unique(names: list[str]) -> bool:
-    return len(names) == len(set(names))
 
 
 def _violations(instance: BaseModel, path: tuple[str | int, ...]) -> Iterator[Violation]:
@@ -210,11 +206,18 @@ def format_path(path: tuple[str | int, ...]) -> str:
 
 ServerKind = Literal["vllm", "ollama", "llamacpp"]
 CloudProvider = Literal["openai", "anthropic", "openrouter", "azure-openai", "openai-compatible"]
+
+
+def _is_quantity(value: str | int) -> str | int:
+    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 4, 500m, 16Gi)")
+    return value
+
+
 Quantity = Annotated[
     str | int,
-    Field(
-        json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN},
-    ),
+    AfterValidator(_is_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
 ]
 
 
@@ -491,7 +494,7 @@ class RoutingPolicySpec(CrossFieldChecked):
     """How requests for the policy's model aliases are routed among its endpoints."""
 
     endpoints: Annotated[list[EndpointRef] | None, Field(min_length=1, max_length=1000)] = None
-    """Endpoints by name (unique). Set this, endpointSelector, or both (the union is used)."""
+    """Endpoints by name (each name once). Set this, endpointSelector, or both (the union is used)."""
     endpoint_selector: LabelSelector | None = None
     """Endpoints by label, in addition to `endpoints`."""
     model_aliases: Annotated[list[str], Field(min_length=1, max_length=64)] = ["auto"]
@@ -658,15 +661,6 @@ CROSS_FIELD_RULES: Final[dict[type[BaseModel], tuple[CrossFieldRule, ...]]] = {
             holds=lambda spec: spec.endpoints is not None or spec.endpoint_selector is not None,
             field_path=".endpoints",
             reason="FieldValueRequired",
-        ),
-        CrossFieldRule(
-            # listType=map keyed by name makes the API server reject duplicates ("Duplicate value");
-            # a quadratic CEL over up to 1000 items would only cost validation budget.
-            cel=None,
-            message="endpoint names must be unique",
-            holds=lambda spec: spec.endpoints is None or _unique([ref.name for ref in spec.endpoints]),
-            field_path=".endpoints",
-            reason="FieldValueDuplicate",
         ),
     ),
     RuleMatch: (

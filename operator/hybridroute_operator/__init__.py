@@ -1,0 +1,1 @@
+"""hybridroute operator: reconciles InferenceEndpoints and RoutingPolicies (hybridroute.io/v1alpha1)."""
