@@ -1,0 +1,409 @@
+"""The router's ASGI app: routes HTTP paths to handlers and owns the shared state's lifespan.
+
+A thin raw-ASGI app rather than a framework: the hot path is one dict lookup for the route, one read
+of the body, one `orjson.loads`, and the pure profile/decision steps before the executor sends it on.
+
+Endpoints:
+    POST /v1/chat/completions, /v1/completions, /v1/embeddings   proxied (streaming and not)
+    GET  /v1/models                   the policy's model aliases (OpenAI list shape)
+    POST /hybridroute/v1/explain      the decision for a request, without sending it
+    GET  /healthz                     the process is up
+    GET  /readyz                      a valid config is loaded
+    GET  /metrics                     Prometheus text format
+
+Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
+Prometheus p95 evaluator as tasks; stops them on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from .breaker import BreakerRegistry
+from .budget import SpendTracker
+from .config import RouterConfig
+from .errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NoEligibleEndpoint,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    RouterError,
+)
+from .executor import Executor, RoutedRequest, Served
+from .limiter import ConcurrencyLimiter
+from .loader import ConfigHolder
+from .metrics import RouterMetrics
+from .p95 import P95Evaluator
+from .policy import Decision, EndpointState, decide
+from .profile import Kind, ProfileError, RequestProfile, build_profile
+from .upstream import AiohttpTransport, Transport
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("hybridroute.router.app")
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+PROXIED: Mapping[str, Kind] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Source(Protocol):
+    """A config source: runs until cancelled, feeding documents to the holder."""
+
+    async def run(self) -> None: ...
+
+
+class RouterApp:
+    """The ASGI callable. One instance per router process (tests may run several)."""
+
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        *,
+        transport: Transport | None = None,
+        sources: Sequence[Source] = (),
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        roll: Callable[[], float] = random.random,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.holder = holder
+        self.max_body_bytes = max_body_bytes
+        self.metrics = RouterMetrics()
+        self.transport = transport if transport is not None else AiohttpTransport()
+        self.executor = Executor(
+            self.transport,
+            self.metrics,
+            BreakerRegistry(clock),
+            ConcurrencyLimiter(),
+            SpendTracker(time.time),  # budgets are per UTC day/month: wall clock
+            clock=clock,
+            environ=environ,
+        )
+        self._sources = sources
+        self._roll = roll
+        self._tasks: list[asyncio.Task[None]] = []
+        self._p95_session: aiohttp.ClientSession | None = None
+        self.p95: P95Evaluator | None = None
+        holder.on_refused(lambda source, _reason: self.metrics.config_refused(source))
+        self.executor.breakers.on_transition(self._log_transition)
+        holder.on_swap(self._on_config)
+        self.metrics.follow_breakers(self._breaker_states)
+
+    def _on_config(self, config: RouterConfig) -> None:
+        self.executor.configure(config)
+        self.metrics.set_config(config.policy.name, config.config_hash)
+
+    def _breaker_states(self) -> tuple[str, dict[str, str]]:
+        config = self.holder.current
+        if config is None:
+            return "", {}
+        return config.policy.name, dict(self.executor.breakers.states())
+
+    @staticmethod
+    def _log_transition(endpoint: str, old: str, new: str, reason: str) -> None:
+        log.warning("circuit breaker transition", extra={"endpoint": endpoint, "from": old, "to": new, "why": reason})
+
+    # ---------------------------------------------------------------------------------------------
+    # ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": type(exc).__name__})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        start = getattr(self.transport, "start", None)
+        if start is not None:
+            await start()
+        # Its own small session: Prometheus queries never compete with requests for pooled connections.
+        self._p95_session = aiohttp.ClientSession()
+        self.p95 = P95Evaluator(self._p95_session, lambda: self.holder.current, self.executor.breakers.observe_p95)
+        runners = [source.run for source in self._sources] + [self.p95.run]
+        self._tasks = [asyncio.create_task(runner()) for runner in runners]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._p95_session is not None:
+            await self._p95_session.close()
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            await close()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        config = self.holder.current
+        try:
+            kind = PROXIED.get(path)
+            if kind is not None:
+                _require(method, "POST")
+                await self._proxy(kind, scope, receive, send)
+            elif path == "/hybridroute/v1/explain":
+                _require(method, "POST")
+                await _respond(send, 200, await self._explain(scope, receive))
+            elif path == "/v1/models":
+                _require(method, "GET")
+                await _respond(send, 200, orjson.dumps(_models(_ready(config))))
+            elif path == "/healthz":
+                await _respond(send, 200, b'{"status":"ok"}')
+            elif path == "/readyz":
+                hash_ = _ready(config).config_hash
+                await _respond(send, 200, orjson.dumps({"status": "ready", "configHash": hash_}))
+            elif path == "/metrics":
+                await _respond(
+                    send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
+                )
+            else:
+                raise NotFound(f"no route for {method} {path}")
+        except RouterError as exc:
+            await _respond(send, exc.status, exc.body())
+
+    # ---------------------------------------------------------------------------------------------
+    # proxying
+
+    async def _proxy(self, kind: Kind, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self.executor.clock()
+        config = self.holder.current  # read once: a swap mid-request never changes what it sees
+        policy = config.policy.name if config else ""
+        try:
+            config = _ready(config)
+            client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+            body, profile = await self._parse(kind, scope, receive, client_headers, config)
+            decision = self._decide(profile, config)
+            if decision.private and any(rejection.filter == "privacy" for rejection in decision.rejected):
+                self.metrics.observe_privacy_block(policy, "kept-local" if decision.candidates else "rejected")
+            if not decision.candidates:
+                raise NoEligibleEndpoint(decision.error or "no eligible endpoint")
+        except RouterError as exc:
+            self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
+            log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
+            raise
+        served = await self.executor.execute(RoutedRequest(body, client_headers, profile, decision, config, started))
+        await _send_served(served, receive, send)
+
+    async def _parse(
+        self,
+        kind: Kind,
+        scope: Scope,
+        receive: Receive,
+        client_headers: Sequence[tuple[str, str]],
+        config: RouterConfig,
+    ) -> tuple[dict[str, Any], RequestProfile]:
+        raw = await _read_body(scope, receive, self.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON") from None
+        try:
+            profile = build_profile(kind, body, dict(client_headers), config)
+        except ProfileError as exc:
+            raise BadRequest(exc.message, param=exc.param) from None
+        if profile.model not in config.model_aliases:
+            available = ", ".join(config.model_aliases)
+            raise ModelNotFound(
+                f"model '{profile.model}' is not served by policy {config.policy.name} (available: {available})",
+                param="model",
+            )
+        return body, profile
+
+    def _decide(self, profile: RequestProfile, config: RouterConfig) -> Decision:
+        executor = self.executor
+        states = {}
+        for endpoint in config.endpoints:
+            breaker = executor.breakers.get(endpoint.name)
+            states[endpoint.name] = EndpointState(
+                breaker=breaker.state,
+                at_capacity=executor.limiter.at_capacity(endpoint.name, endpoint.max_concurrency),
+                observed_p95_ms=breaker.observed_p95_ms,
+                last_failure_at=breaker.last_failure_at,
+            )
+        exhausted = executor.spend.exhausted(config.budget)
+        return decide(profile, config, states, budget_exhausted=exhausted, roll=self._roll())
+
+    async def _explain(self, scope: Scope, receive: Receive) -> bytes:
+        """The decision for a request body, without sending it: no prompt text in the answer."""
+        config = _ready(self.holder.current)
+        raw = await _read_body(scope, receive, self.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON") from None
+        kind: Kind = "chat"
+        if isinstance(body, dict) and "messages" not in body:
+            kind = "completions" if "prompt" in body else "embeddings" if "input" in body else "chat"
+        client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+        try:
+            profile = build_profile(kind, body, dict(client_headers), config)
+        except ProfileError as exc:
+            raise BadRequest(exc.message, param=exc.param) from None
+        decision = self._decide(profile, config)
+        return orjson.dumps(explanation(profile, decision, config, self.executor.spend.exhausted(config.budget)))
+
+
+def explanation(profile: RequestProfile, decision: Decision, config: RouterConfig, budget_exhausted: bool) -> Any:
+    """The explain endpoint's answer: profile summary and decision (names, numbers and reasons only)."""
+    return {
+        "policy": {"namespace": config.policy.namespace, "name": config.policy.name},
+        "configHash": config.config_hash,
+        "modelKnown": profile.model in config.model_aliases,
+        "profile": {
+            "kind": profile.kind,
+            "model": profile.model,
+            "stream": profile.stream,
+            "inputTokens": profile.input_tokens,
+            "maxOutputTokens": profile.max_output_tokens,
+            "toolCount": profile.tool_count,
+            "structuredOutput": profile.structured_output,
+            "wantsVision": profile.wants_vision,
+            "sensitive": profile.sensitive,
+            "sensitiveReasons": list(profile.sensitive_reasons),
+            "complexity": round(profile.complexity, 4),
+            "latencyBudgetMs": profile.latency_budget_ms,
+        },
+        "decision": {
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "private": decision.private,
+            "budgetExhausted": budget_exhausted,
+            "error": decision.error,
+            "candidates": [
+                {
+                    "endpoint": candidate.endpoint.name,
+                    "type": candidate.endpoint.type,
+                    "model": candidate.endpoint.model,
+                    "reason": candidate.reason,
+                    "estimatedCostUsd": candidate.estimated_cost_usd,
+                }
+                for candidate in decision.candidates
+            ],
+            "rejected": [
+                {"endpoint": rejection.endpoint, "filter": rejection.filter, "detail": rejection.detail}
+                for rejection in decision.rejected
+            ],
+        },
+    }
+
+
+def _models(config: RouterConfig) -> dict[str, Any]:
+    data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridroute"} for alias in config.model_aliases]
+    return {"object": "list", "data": data}
+
+
+def _ready(config: RouterConfig | None) -> RouterConfig:
+    if config is None:
+        raise NotReady("no valid router config loaded yet")
+    return config
+
+
+def _require(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"use {allowed}")
+
+
+def _rejection_outcome(error: RouterError) -> str:
+    if isinstance(error, NoEligibleEndpoint):
+        return "no_route"
+    if isinstance(error, NotReady):
+        return "not_ready"
+    return "invalid_request"
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (413) anything over `limit` by header or by counting."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise BadRequest("invalid Content-Length") from None
+            if declared > limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_served(served: Served, receive: Receive, send: Send) -> None:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in served.headers]
+    if served.stream is None:
+        await _respond(send, served.status, served.body, headers)
+        return
+    await send({"type": "http.response.start", "status": served.status, "headers": headers})
+    # Stop pulling from the upstream when the client goes away (the GPU should stop generating too).
+    gone = asyncio.create_task(_wait_for_disconnect(receive))
+    try:
+        async for chunk in served.stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if gone.done():
+                break
+    finally:
+        gone.cancel()
+        await served.stream.aclose()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})  # ignored if the client left
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,133 @@
+"""`hybridroute-router`: runs the sidecar under uvicorn (uvloop, httptools, one worker).
+
+    hybridroute-router --config examples/standalone.yaml          # standalone, hot reload
+    hybridroute-router --configmap team-a/my-policy               # in a pod, next to the app
+
+Port 8040 by default: clear of the usual app ports (8000, 8080) and of model servers (vLLM 8000,
+Ollama 11434). The operator's sidecar injection passes `--port` explicitly. The server binds
+127.0.0.1 by default: the sidecar serves its own pod only.
+
+Logs are JSON lines on stderr; the extra fields a log call passes become keys of the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import uvicorn
+
+from .app import DEFAULT_MAX_BODY_BYTES, RouterApp, Source
+from .config import ConfigError
+from .loader import ConfigHolder, ConfigMapSource, FileSource, load_config_file
+
+DEFAULT_PORT = 8040
+
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the call's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update((key, value) for key, value in vars(record).items() if key not in _RECORD_FIELDS)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def build_app(
+    config_file: Path | None, configmap: str | None, kubeconfig: str | None, max_body_bytes: int
+) -> RouterApp:
+    """The app with its config source; a standalone file must be valid at startup (fail fast)."""
+    holder = ConfigHolder()
+    sources: list[Source] = []
+    if config_file is not None:
+        try:
+            holder = ConfigHolder(load_config_file(config_file))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        file_source = FileSource(config_file, holder)
+        file_source.check()  # records the file's signature so the first poll does not reload it
+        sources.append(file_source)
+    if configmap is not None:
+        namespace, _, name = configmap.partition("/")
+        if not namespace or not name:
+            raise click.BadParameter("expected NAMESPACE/NAME", param_hint="--configmap")
+        sources.append(ConfigMapSource(namespace, name, holder, kubeconfig))
+    return RouterApp(holder, sources=sources, max_body_bytes=max_body_bytes)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Standalone config file (YAML or JSON); reloaded when it changes.",
+)
+@click.option("--configmap", metavar="NAMESPACE/NAME", help="Watch this ConfigMap's config.json (in a cluster).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --configmap outside a pod.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--max-body-bytes",
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger request bodies get 413.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def main(
+    config_file: Path | None,
+    configmap: str | None,
+    kubeconfig: str | None,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    log_level: str,
+) -> None:
+    """OpenAI-compatible router sidecar: local GPU model servers first, cloud APIs when needed."""
+    if (config_file is None) == (configmap is None):
+        raise click.UsageError("give exactly one of --config FILE or --configmap NAMESPACE/NAME")
+    configure_logging(log_level)
+    app = build_app(config_file, configmap, kubeconfig, max_body_bytes)
+    server_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        workers=1,
+        access_log=False,  # the router logs one decision line per request instead
+        log_config=None,
+        log_level=log_level,
+    )
+    uvicorn.Server(server_config).run()
+
+
+if __name__ == "__main__":
+    main()

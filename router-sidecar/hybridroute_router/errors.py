@@ -1,0 +1,111 @@
+"""Errors the router returns to clients, all rendered in OpenAI's `{"error": {...}}` shape.
+
+Every failure a client can see is one of these classes, so the app has exactly one place that turns
+an exception into a response, and callers catch families rather than individual cases::
+
+    RouterError                      any error with an HTTP status and an OpenAI error body
+    ├── BadRequest              400  malformed JSON, missing fields, wrong types
+    ├── ModelNotFound           404  model alias not served by this policy
+    ├── NotFound                404  unknown path
+    ├── MethodNotAllowed        405  known path, wrong method
+    ├── PayloadTooLarge         413  body over the configured limit
+    ├── NotReady                503  no valid config loaded yet
+    ├── NoEligibleEndpoint      503  every endpoint filtered out (the message names why)
+    └── UpstreamFailed               every attempt failed before a byte reached the client
+        ├── UpstreamInvalidResponse  502  an upstream answered garbage (non-JSON where JSON was due)
+        ├── UpstreamUnavailable      503  connect errors, 5xx, 429 on every attempt
+        └── UpstreamTimeout          504  every attempt timed out
+
+Messages are written for the client and never carry API keys, prompt text or upstream bodies.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """Serialized OpenAI error object."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class RouterError(Exception):
+    """Base class: carries the HTTP status and the OpenAI `type`/`code` of the error body."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.error_type, self.code, self.param)
+
+
+class BadRequest(RouterError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ModelNotFound(RouterError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(RouterError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(RouterError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RouterError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NotReady(RouterError):
+    status = 503
+    error_type = "server_error"
+    code = "router_not_ready"
+
+
+class NoEligibleEndpoint(RouterError):
+    status = 503
+    error_type = "server_error"
+    code = "no_eligible_endpoint"
+
+
+class UpstreamFailed(RouterError):
+    """Every attempt failed before the first byte reached the client."""
+
+
+class UpstreamInvalidResponse(UpstreamFailed):
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_invalid_response"
+
+
+class UpstreamUnavailable(UpstreamFailed):
+    status = 503
+    error_type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    status = 504
+    error_type = "upstream_error"
+    code = "upstream_timeout"

@@ -1,0 +1,531 @@
+"""The attempt loop: walks a decision's candidates until one answers, before the first byte only.
+
+For each candidate, in the decision's order:
+
+1. Admission: the endpoint's in-flight cap (`maxConcurrency`; a full endpoint is skipped at once,
+   nothing waits), its breaker (`try_acquire`; skipped when refused, except for the decision's
+   deliberate "all-open" pick), and from the second attempt on the retry budget (no retry storms).
+2. The attempt. Connect errors, timeouts, 5xx, 429 and garbage (non-JSON where JSON is due) are
+   failures: recorded on the breaker, then failed over when `fallback.onStatus` lists the kind
+   (garbage counts as 5xx). A 429 whose Retry-After is within `fallback.maxRetryAfterSeconds` is
+   honoured by waiting and retrying the same endpoint once; a longer or missing one moves on.
+   A 4xx other than 429 is the client's fault: passed through, no failover, breaker unharmed.
+3. Structured output: a non-streaming JSON-schema answer from a local endpoint is validated when
+   `fallback.validateStructuredOutput` is on. Invalid: the same endpoint is asked once more, then the
+   next candidate. When no candidate is left (always the case for a private request, whose
+   candidates are all local) the last answer is returned with `x-hybridroute-structured-output:
+   invalid`, since a non-conforming local answer is more useful to the client than a 502 and the
+   header lets it decide. Schema misses are model quality, not endpoint health: the breaker sees a
+   success.
+4. Streaming commits once the first body chunk arrived: from then on the client has bytes, so a
+   later failure becomes an in-band SSE error event and the stream ends without `[DONE]`.
+
+Every attempt is bounded by `maxAttempts`; every outcome is logged once as a JSON line (endpoint,
+reason, attempts, status, durations; never prompt text or keys) and counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import orjson
+
+from .breaker import BreakerRegistry, CircuitBreaker
+from .budget import SpendTracker
+from .config import EndpointConfig, RouterConfig
+from .cost import estimate_cost
+from .errors import (
+    NoEligibleEndpoint,
+    UpstreamFailed,
+    UpstreamInvalidResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .limiter import ConcurrencyLimiter
+from .metrics import RouterMetrics
+from .policy import Candidate, Decision
+from .profile import RequestProfile
+from .proxy import SSERelay, Usage, client_wants_usage, sse_error_event, upstream_body, upstream_headers, usage_of
+from .retrybudget import RetryBudget
+from .secrets import MissingApiKey, resolve_api_key
+from .upstream import Timeouts, Transport, UpstreamConnectError, UpstreamRequest, UpstreamResponse, UpstreamTimeoutError
+
+log = logging.getLogger("hybridroute.router.decision")
+
+UPSTREAM_PATHS: Mapping[str, str] = {
+    "chat": "chat/completions",
+    "completions": "completions",
+    "embeddings": "embeddings",
+}
+STRUCTURED_OUTPUT_HEADER = "x-hybridroute-structured-output"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedRequest:
+    """One client request, parsed, profiled and decided, ready to execute."""
+
+    body: dict[str, Any]
+    client_headers: Sequence[tuple[str, str]]
+    profile: RequestProfile
+    decision: Decision
+    config: RouterConfig
+    started: float
+    """Executor clock reading when the request arrived (for the overhead header)."""
+
+
+@dataclass(slots=True)
+class Served:
+    """What goes back to the client: a complete body, or a stream that already has its first chunk."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    stream: AsyncGenerator[bytes, None] | None = None
+
+
+@dataclass(slots=True)
+class _Failure:
+    kind: str
+    """5xx, 429, timeout, connect, invalid, or unusable (no key: not the endpoint's fault)."""
+    detail: str
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A complete upstream answer (2xx or a 4xx to pass through)."""
+
+    status: int
+    content_type: str
+    body: bytes
+    usage: Usage | None
+    schema_valid: bool = True
+
+
+@dataclass(slots=True)
+class _Stream:
+    """A committed stream: first chunk received."""
+
+    response: UpstreamResponse
+    chunks: AsyncIterator[bytes]
+    first: bytes
+    content_type: str
+
+
+@dataclass(slots=True)
+class _Trail:
+    """What happened to one request so far (for logs, errors, headers)."""
+
+    attempts: int = 0
+    upstream_wait_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    last_failure: _Failure | None = None
+    out_of_retries: bool = False
+
+
+def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
+    """True when every choice's message content is JSON conforming to `schema`.
+
+    A schema that is itself invalid cannot be checked and counts as satisfied (the upstream judged it).
+    """
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(dict(schema))
+    except jsonschema.exceptions.SchemaError:
+        return True
+    validator = validator_class(dict(schema))
+    choices = document.get("choices") if isinstance(document, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return False
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            return False
+        try:
+            if not validator.is_valid(orjson.loads(content)):
+                return False
+        except orjson.JSONDecodeError:
+            return False
+    return True
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Delay asked for by a 429: OpenAI's retry-after-ms, else Retry-After in seconds (dates ignored)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) * scale
+        except ValueError:
+            continue
+        if value >= 0:
+            return value
+    return None
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+class Executor:
+    """Runs requests against upstreams; holds the per-router runtime state the attempts share."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        metrics: RouterMetrics,
+        breakers: BreakerRegistry,
+        limiter: ConcurrencyLimiter,
+        spend: SpendTracker,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.metrics = metrics
+        self.breakers = breakers
+        self.limiter = limiter
+        self.spend = spend
+        self.clock = clock
+        self._sleep = sleep
+        self._environ = environ
+        self._retry_budget: RetryBudget | None = None
+        self._retry_budget_key: tuple[int, int] | None = None
+
+    def configure(self, config: RouterConfig) -> None:
+        """Follow a config swap: breakers for new endpoints, a retry budget for a new percentage."""
+        self.breakers.sync(config)
+        key = (config.fallback.retry_budget_percent, config.circuit_breaker.window_seconds)
+        if key != self._retry_budget_key:
+            self._retry_budget = RetryBudget(key[0], key[1], self.clock)
+            self._retry_budget_key = key
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        if self._retry_budget is None:
+            raise RuntimeError("executor not configured")
+        return self._retry_budget
+
+    # ---------------------------------------------------------------------------------------------
+
+    async def execute(self, request: RoutedRequest) -> Served:
+        """Serve the request from the first candidate that answers; raise UpstreamFailed if none does."""
+        config = request.config
+        fallback = config.fallback
+        max_attempts = fallback.max_attempts if fallback.enabled else 1
+        slo = config.slo
+        budget_s = request.profile.latency_budget_ms / 1000 if request.profile.latency_budget_ms else None
+        timeouts = Timeouts(slo.connect_timeout_ms / 1000, slo.ttft_ms / 1000, slo.request_timeout_ms / 1000)
+        timeouts = timeouts.tightened(budget_s)
+        validate = fallback.validate_structured_output and request.profile.json_schema is not None
+        validate = validate and not request.profile.stream
+        self.retry_budget.record_request()
+
+        trail = _Trail()
+        candidates = request.decision.candidates
+        index = 0
+        repeat_allowed: set[str] = set()  # endpoints already granted their one same-endpoint retry
+        invalid_answer: tuple[Candidate, _Answer] | None = None
+        while index < len(candidates) and trail.attempts < max_attempts and not trail.out_of_retries:
+            candidate = candidates[index]
+            endpoint = candidate.endpoint
+            admitted = self._admit(candidate, trail)
+            if admitted is None:
+                index += 1
+                continue
+            breaker, breaker_slot = admitted
+            trail.attempts += 1
+            sent_at = self.clock()
+            outcome = await self._attempt(request, endpoint, timeouts, breaker, breaker_slot)
+            trail.upstream_wait_s += self.clock() - sent_at
+            if isinstance(outcome, _Stream):
+                return self._commit_stream(request, candidate, outcome, trail, sent_at, breaker, breaker_slot)
+            self.limiter.release(endpoint.name)
+            if isinstance(outcome, _Answer):
+                check = validate and endpoint.is_local and 200 <= outcome.status < 300
+                if check and not structured_output_valid(orjson.loads(outcome.body), request.profile.json_schema or {}):
+                    outcome.schema_valid = False
+                    invalid_answer = (candidate, outcome)
+                    trail.failures.append(f"{endpoint.name}: structured output failed schema validation")
+                    if endpoint.name not in repeat_allowed:
+                        repeat_allowed.add(endpoint.name)
+                        continue
+                    self.metrics.observe_fallback(config.policy.name, endpoint.name, "structured-output")
+                    index += 1
+                    continue
+                return self._complete(request, candidate, outcome, trail)
+            trail.last_failure = outcome
+            trail.failures.append(f"{endpoint.name}: {outcome.detail}")
+            if not self._fails_over(outcome, fallback.on_status):
+                break
+            wait = outcome.retry_after_s
+            honoured = wait is not None and wait <= fallback.max_retry_after_seconds
+            if outcome.kind == "429" and honoured and endpoint.name not in repeat_allowed:
+                repeat_allowed.add(endpoint.name)
+                await self._sleep(wait or 0.0)
+                trail.upstream_wait_s += wait or 0.0
+                continue
+            self.metrics.observe_fallback(config.policy.name, endpoint.name, outcome.kind)
+            index += 1
+
+        if invalid_answer is not None:
+            return self._complete(request, *invalid_answer, trail)
+        raise self._give_up(request, trail)
+
+    def _admit(self, candidate: Candidate, trail: _Trail) -> tuple[CircuitBreaker, bool] | None:
+        """Take the endpoint's concurrency slot, breaker permit and (on retries) retry budget."""
+        endpoint = candidate.endpoint
+        if not self.limiter.try_acquire(endpoint.name, endpoint.max_concurrency):
+            trail.failures.append(f"{endpoint.name}: at maxConcurrency")
+            return None
+        try:
+            breaker = self.breakers.get(endpoint.name)
+        except KeyError:  # a config reload removed the endpoint while this request was being decided
+            self.limiter.release(endpoint.name)
+            trail.failures.append(f"{endpoint.name}: removed by a config reload")
+            return None
+        # The decision's "all-open" pick goes out without a permit: policy chose it deliberately.
+        slot = candidate.reason != "all-open"
+        if slot and not breaker.try_acquire():
+            self.limiter.release(endpoint.name)
+            trail.failures.append(f"{endpoint.name}: circuit open")
+            return None
+        if trail.attempts > 0 and not self.retry_budget.try_spend_retry():
+            self.limiter.release(endpoint.name)
+            if slot:
+                breaker.release()
+            trail.failures.append("retry budget exhausted")
+            trail.out_of_retries = True
+            return None
+        return breaker, slot
+
+    @staticmethod
+    def _fails_over(failure: _Failure, on_status: Sequence[str]) -> bool:
+        if failure.kind == "unusable":
+            return True
+        kind = "5xx" if failure.kind == "invalid" else failure.kind
+        return kind in on_status
+
+    async def _attempt(
+        self,
+        request: RoutedRequest,
+        endpoint: EndpointConfig,
+        timeouts: Timeouts,
+        breaker: CircuitBreaker,
+        breaker_slot: bool,
+    ) -> _Answer | _Stream | _Failure:
+        """One upstream attempt, with its breaker verdict and metrics recorded (except for streams)."""
+        policy = request.config.policy.name
+        try:
+            api_key = resolve_api_key(endpoint.api_key, self._environ)
+        except MissingApiKey:
+            if breaker_slot:
+                breaker.release()
+            return _Failure("unusable", "API key not available")
+        stream = request.profile.stream
+        upstream_request = UpstreamRequest(
+            url=f"{endpoint.base_url.rstrip('/')}/{UPSTREAM_PATHS[request.profile.kind]}",
+            headers=upstream_headers(request.client_headers, api_key),
+            body=upstream_body(request.body, endpoint.model, stream and request.profile.kind != "embeddings"),
+            timeouts=timeouts,
+        )
+        started = self.clock()
+        outcome = await self._exchange(upstream_request, stream)
+        duration = self.clock() - started
+        if isinstance(outcome, _Stream):
+            self.metrics.observe_ttft(policy, endpoint.name, duration)
+            return outcome
+        if isinstance(outcome, _Failure):
+            breaker.record_failure(outcome.kind)
+            result = outcome.kind
+        else:
+            breaker.record_success(duration)
+            result = "ok" if outcome.status < 400 else "client_error"
+            self.metrics.observe_ttft(policy, endpoint.name, duration)
+        if result != "connect":  # refused connections say nothing about latency
+            self.metrics.observe_attempt(policy, endpoint.name, result, duration)
+        return outcome
+
+    async def _exchange(self, upstream_request: UpstreamRequest, stream: bool) -> _Answer | _Stream | _Failure:
+        """Send and read: map the wire outcome to an answer, a committed stream, or a failure kind."""
+        response: UpstreamResponse | None = None
+        try:
+            response = await self.transport.send(upstream_request)
+            status = response.status
+            content_type = response.headers.get("content-type", "application/json")
+            if stream and status == 200 and content_type.startswith("text/event-stream"):
+                chunks = aiter(response.chunks())
+                first = await anext(chunks, b"")
+                if not first:
+                    return _Failure("invalid", "upstream closed the stream without data")
+                committed, response = _Stream(response, chunks, first, content_type), None
+                return committed
+            headers = response.headers
+            body = await response.read()
+        except UpstreamTimeoutError as exc:
+            return _Failure("timeout", f"timeout ({exc.phase})")
+        except UpstreamConnectError:
+            return _Failure("connect", "connection failed")
+        finally:
+            if response is not None:
+                response.close()
+        if status == 429:
+            return _Failure("429", "429 rate limited", retry_after_seconds(headers))
+        if status >= 500:
+            return _Failure("5xx", f"{status} from upstream")
+        if 300 <= status < 400:
+            return _Failure("invalid", f"unexpected {status} from upstream")
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _Failure("invalid", f"{status} with a non-JSON body")
+        return _Answer(status, "application/json", body, usage_of(document) if status < 300 else None)
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _headers(
+        self, request: RoutedRequest, candidate: Candidate, trail: _Trail, cost: float, content_type: str
+    ) -> list[tuple[str, str]]:
+        reason = request.decision.reason
+        if candidate is not request.decision.candidates[0]:
+            reason = f"{reason};{candidate.reason}"
+        overhead_ms = max(0.0, (self.clock() - request.started - trail.upstream_wait_s) * 1000)
+        return [
+            ("content-type", content_type),
+            ("x-hybridroute-endpoint", candidate.endpoint.name),
+            ("x-hybridroute-reason", _header_safe(reason)),
+            ("x-hybridroute-attempts", str(trail.attempts)),
+            ("x-hybridroute-cost-usd", f"{cost:.8f}"),
+            ("x-hybridroute-overhead-ms", f"{overhead_ms:.3f}"),
+        ]
+
+    def _meter(self, request: RoutedRequest, candidate: Candidate, usage: Usage | None) -> float:
+        """Tokens and cost from the upstream's usage when it reported one, else the decision's estimate."""
+        endpoint = candidate.endpoint
+        if usage is None:
+            cost = candidate.estimated_cost_usd
+            usage = Usage(request.profile.input_tokens, 0)
+        else:
+            cost = estimate_cost(endpoint, usage.input_tokens, usage.output_tokens)
+        self.metrics.observe_usage(
+            request.config.policy.name, endpoint.name, usage.input_tokens, usage.output_tokens, cost
+        )
+        if not endpoint.is_local:
+            self.spend.record(cost)
+        return cost
+
+    def _complete(self, request: RoutedRequest, candidate: Candidate, answer: _Answer, trail: _Trail) -> Served:
+        ok = answer.status < 400
+        cost = self._meter(request, candidate, answer.usage) if ok else 0.0
+        headers = self._headers(request, candidate, trail, cost, answer.content_type)
+        outcome = "success" if ok else "client_error"
+        if not answer.schema_valid:
+            headers.append((STRUCTURED_OUTPUT_HEADER, "invalid"))
+            outcome = "structured_output_invalid"
+        self._finish(request, candidate.endpoint.name, outcome, answer.status, trail)
+        return Served(answer.status, headers, body=answer.body)
+
+    def _commit_stream(
+        self,
+        request: RoutedRequest,
+        candidate: Candidate,
+        committed: _Stream,
+        trail: _Trail,
+        sent_at: float,
+        breaker: CircuitBreaker,
+        breaker_slot: bool,
+    ) -> Served:
+        headers = self._headers(request, candidate, trail, candidate.estimated_cost_usd, committed.content_type)
+        relay = SSERelay(keep_usage=client_wants_usage(request.body))
+        stream = self._relay(request, candidate, committed, relay, trail, sent_at, breaker, breaker_slot)
+        return Served(200, headers, stream=stream)
+
+    async def _relay(
+        self,
+        request: RoutedRequest,
+        candidate: Candidate,
+        committed: _Stream,
+        relay: SSERelay,
+        trail: _Trail,
+        sent_at: float,
+        breaker: CircuitBreaker,
+        breaker_slot: bool,
+    ) -> AsyncGenerator[bytes, None]:
+        """Forward the committed stream; failures from here on go in-band."""
+        endpoint = candidate.endpoint
+        policy = request.config.policy.name
+        outcome = "client_disconnected"
+        try:
+            out = relay.feed(committed.first)
+            if out:
+                yield out
+            async for chunk in committed.chunks:
+                out = relay.feed(chunk)
+                if out:
+                    yield out
+            tail = relay.finish()
+            if tail:
+                yield tail
+            outcome = "success"
+        except (UpstreamTimeoutError, UpstreamConnectError) as exc:
+            kind = "timeout" if isinstance(exc, UpstreamTimeoutError) else "connect"
+            outcome = "stream_error"
+            breaker.record_failure(kind)
+            self.metrics.observe_attempt(policy, endpoint.name, kind, self.clock() - sent_at)
+            trail.failures.append(f"{endpoint.name}: {kind} after the stream started")
+            yield sse_error_event(
+                f"upstream {endpoint.name} failed after the response started ({kind})", "upstream_error", kind
+            )
+        finally:
+            committed.response.close()
+            self.limiter.release(endpoint.name)
+            duration = self.clock() - sent_at
+            if outcome == "success":
+                breaker.record_success(duration)
+                self.metrics.observe_attempt(policy, endpoint.name, "ok", duration)
+                self._meter(request, candidate, relay.usage)
+            elif outcome == "client_disconnected" and breaker_slot:
+                breaker.release()  # no verdict on the endpoint: the client left
+            self._finish(request, endpoint.name, outcome, 200, trail)
+
+    def _finish(self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail) -> None:
+        config = request.config
+        self.metrics.observe_request(config.policy.name, endpoint, outcome, trail.attempts)
+        log.info(
+            "request routed",
+            extra={
+                "policy": config.policy.name,
+                "endpoint": endpoint,
+                "reason": request.decision.reason,
+                "outcome": outcome,
+                "status": status,
+                "attempts": trail.attempts,
+                "failures": trail.failures,
+                "upstream_ms": round(trail.upstream_wait_s * 1000, 3),
+                "total_ms": round((self.clock() - request.started) * 1000, 3),
+            },
+        )
+
+    def _give_up(self, request: RoutedRequest, trail: _Trail) -> UpstreamFailed | NoEligibleEndpoint:
+        attempts = trail.attempts
+        summary = "; ".join(trail.failures) or "no candidate"
+        error: UpstreamFailed | NoEligibleEndpoint
+        last = trail.last_failure
+        if last is None:
+            error = NoEligibleEndpoint(f"no candidate could take the request: {summary}")
+        elif last.kind == "timeout":
+            error = UpstreamTimeout(f"all {attempts} upstream attempts failed: {summary}")
+        elif last.kind == "invalid":
+            error = UpstreamInvalidResponse(f"all {attempts} upstream attempts failed: {summary}")
+        else:
+            error = UpstreamUnavailable(f"all {attempts} upstream attempts failed: {summary}")
+        self._finish(request, "", "upstream_error", error.status, trail)
+        return error

@@ -1,0 +1,166 @@
+"""Prometheus metrics of one router app, in a registry of its own (prefix `hybridroute_`).
+
+A dedicated `CollectorRegistry` per app keeps tests that run several routers in one process apart.
+`hybridroute_upstream_duration_seconds{policy,endpoint}` is a contract: the p95 breaker's PromQL
+template (config.PrometheusBreakerConfig.query) reads exactly that name and those labels.
+
+Hot path: labelled children are cached per label tuple, so a request costs dictionary lookups and a
+few float additions. The breaker-state gauge is filled at scrape time from the registry's states
+rather than on every transition, so it can never drift from the breakers themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Up to 120 s: local models on small GPUs can take a minute or two for long generations.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120)
+ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 10)
+BREAKER_STATES = ("closed", "half-open", "open")
+
+
+class RouterMetrics:
+    """All router metrics plus cached children for the labels seen on the hot path."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "hybridroute_requests",
+            "Client requests by serving endpoint (empty when none) and outcome.",
+            ["policy", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "hybridroute_upstream_duration_seconds",
+            "Duration of upstream attempts, from send to the last byte.",
+            ["policy", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "hybridroute_upstream_ttft_seconds",
+            "Time from sending an upstream attempt to its first body byte.",
+            ["policy", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Histogram(
+            "hybridroute_request_attempts",
+            "Upstream attempts per client request.",
+            ["policy"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "hybridroute_upstream_attempts",
+            "Upstream attempts by endpoint and result.",
+            ["policy", "endpoint", "result"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "hybridroute_fallbacks",
+            "Moves from one candidate to the next, by the endpoint left and why.",
+            ["policy", "endpoint", "reason"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "hybridroute_breaker_state",
+            "Circuit breaker state per endpoint (1 for the current state).",
+            ["policy", "endpoint", "state"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hybridroute_tokens",
+            "Tokens by endpoint and direction (input/output), from upstream usage or estimates.",
+            ["policy", "endpoint", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "hybridroute_cost_usd",
+            "Estimated spend in USD by endpoint.",
+            ["policy", "endpoint"],
+            registry=r,
+        )
+        self.privacy_blocks = Counter(
+            "hybridroute_privacy_blocks",
+            "Sensitive requests kept away from cloud endpoints (outcome: served locally or rejected).",
+            ["policy", "outcome"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "hybridroute_config_info",
+            "The config being served (value 1).",
+            ["policy", "config_hash"],
+            registry=r,
+        )
+        self.config_reload_failures = Counter(
+            "hybridroute_config_reload_failures",
+            "Config documents refused (invalid); the last good config kept serving.",
+            ["source"],
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._breaker_states: Callable[[], tuple[str, Mapping[str, str]]] | None = None
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # ---------------------------------------------------------------------------------------------
+    # hot path
+
+    def observe_request(self, policy: str, endpoint: str, outcome: str, attempts: int) -> None:
+        self._child(self.requests, policy, endpoint, outcome).inc()
+        if attempts:
+            self._child(self.attempts, policy).observe(attempts)
+
+    def observe_attempt(self, policy: str, endpoint: str, result: str, duration_s: float) -> None:
+        self._child(self.upstream_attempts, policy, endpoint, result).inc()
+        self._child(self.upstream_duration, policy, endpoint).observe(duration_s)
+
+    def observe_ttft(self, policy: str, endpoint: str, seconds: float) -> None:
+        self._child(self.ttft, policy, endpoint).observe(seconds)
+
+    def observe_fallback(self, policy: str, endpoint: str, reason: str) -> None:
+        self._child(self.fallbacks, policy, endpoint, reason).inc()
+
+    def observe_usage(self, policy: str, endpoint: str, input_tokens: int, output_tokens: int, cost: float) -> None:
+        self._child(self.tokens, policy, endpoint, "input").inc(input_tokens)
+        self._child(self.tokens, policy, endpoint, "output").inc(output_tokens)
+        if cost:
+            self._child(self.cost, policy, endpoint).inc(cost)
+
+    def observe_privacy_block(self, policy: str, outcome: str) -> None:
+        self._child(self.privacy_blocks, policy, outcome).inc()
+
+    # ---------------------------------------------------------------------------------------------
+    # config and scrape
+
+    def set_config(self, policy: str, config_hash: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(policy, config_hash).set(1)
+
+    def config_refused(self, source: str) -> None:
+        self.config_reload_failures.labels(source).inc()
+
+    def follow_breakers(self, states: Callable[[], tuple[str, Mapping[str, str]]]) -> None:
+        """Register the source of (policy, {endpoint: state}) read at every scrape."""
+        self._breaker_states = states
+
+    def render(self) -> bytes:
+        if self._breaker_states is not None:
+            policy, states = self._breaker_states()
+            self.breaker_state.clear()
+            for endpoint, current in states.items():
+                for state in BREAKER_STATES:
+                    self.breaker_state.labels(policy, endpoint, state).set(1 if state == current else 0)
+        return generate_latest(self.registry)
