@@ -1,0 +1,92 @@
+"""`hybridroute-operator`: run the kopf operator with our handlers, JSON logs by default.
+
+A thin front for `kopf run -m hybridroute_operator.main`: it names the flags that matter for this
+operator and hands them to kopf's own CLI in the same process, so kopf's behaviour (signals,
+liveness endpoint, peering) is exactly kopf's.
+"""
+
+from __future__ import annotations
+
+import click
+import kopf.cli
+
+HANDLERS_MODULE = "hybridroute_operator.main"
+
+
+def kopf_arguments(
+    *,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    standalone: bool,
+    liveness: str | None,
+    peering: str | None,
+    priority: int | None,
+    verbose: bool,
+    debug: bool,
+    log_format: str,
+) -> list[str]:
+    """The `kopf run` command line equivalent to our options."""
+    arguments = ["run", "--module", HANDLERS_MODULE, "--log-format", log_format]
+    for namespace in namespaces:
+        arguments += ["--namespace", namespace]
+    if all_namespaces:
+        arguments.append("--all-namespaces")
+    if standalone:
+        arguments.append("--standalone")
+    if liveness:
+        arguments += ["--liveness", liveness]
+    if peering:
+        arguments += ["--peering", peering]
+    if priority is not None:
+        arguments += ["--priority", str(priority)]
+    if verbose:
+        arguments.append("--verbose")
+    if debug:
+        arguments.append("--debug")
+    return arguments
+
+
+@click.command(context_settings={"auto_envvar_prefix": "HYBRIDROUTE_OPERATOR"})
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable; globs ok).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (needs cluster-wide RBAC).")
+@click.option("--standalone", is_flag=True, help="Single replica: no peering with other operator replicas.")
+@click.option("-L", "--liveness", metavar="URL", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("-P", "--peering", metavar="NAME", help="Peering object name for several replicas (default hybridroute).")
+@click.option("-p", "--priority", type=int, help="Peering priority of this replica (highest is active).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("-d", "--debug", is_flag=True, help="Log everything, kopf internals included.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "full", "plain"]),
+    default="json",
+    show_default=True,
+    help="Log line format.",
+)
+def main(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    standalone: bool,
+    liveness: str | None,
+    peering: str | None,
+    priority: int | None,
+    verbose: bool,
+    debug: bool,
+    log_format: str,
+) -> None:
+    """Run the hybridroute operator (InferenceEndpoints and RoutingPolicies)."""
+    arguments = kopf_arguments(
+        namespaces=namespaces,
+        all_namespaces=all_namespaces,
+        standalone=standalone,
+        liveness=liveness,
+        peering=peering,
+        priority=priority,
+        verbose=verbose,
+        debug=debug,
+        log_format=log_format,
+    )
+    kopf.cli.main(args=arguments, prog_name="hybridroute-operator")
+
+
+if __name__ == "__main__":
+    main()

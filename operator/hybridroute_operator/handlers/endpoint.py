@@ -1,0 +1,158 @@
+"""InferenceEndpoint reconciler: converge children, observe health, write status (never spec).
+
+- managed pool (`spec.local.server`): server-side apply the Deployment and Service, then read
+  readiness from the Deployment the API server returned; events on the owned Deployment wake the
+  reconciler so readiness flows into status promptly;
+- existing server (`spec.local.url`): GET {url}/models with a short timeout on every pass;
+- cloud: the API key Secret must exist (metadata-only check; the key is never read).
+The resync period re-runs every pass even without events (probes, a Secret created later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import kopf
+import kubernetes
+from pydantic import ValidationError
+
+from hybridroute_operator import render, status
+from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, VERSION, InferenceEndpointSpec, Reason
+from hybridroute_operator.compile import plain_copy
+from hybridroute_operator.handlers import reconcile_until_stopped
+from hybridroute_operator.settings import OperatorState, state_of
+
+
+@kopf.on.event(GROUP, VERSION, ENDPOINT_PLURAL)
+def endpoint_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    state_of(memo).endpoint_doorbells.ring((namespace or "", name))
+
+
+@kopf.on.event(
+    "apps",
+    "v1",
+    "deployments",
+    labels={"app.kubernetes.io/managed-by": render.MANAGED_BY, render.ENDPOINT_LABEL: kopf.PRESENT},
+)
+def pool_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    state_of(memo).endpoint_doorbells.ring((namespace or "", labels[render.ENDPOINT_LABEL]))
+
+
+@kopf.daemon(GROUP, VERSION, ENDPOINT_PLURAL, cancellation_timeout=5.0)
+async def endpoint_reconciler(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    state = state_of(memo)
+    with state.endpoint_doorbells.installed((namespace or "", name)) as bell:
+        await reconcile_until_stopped(
+            lambda: reconcile_endpoint(body, state),
+            bell=bell,
+            stopped=stopped,
+            resync_seconds=state.tuning.resync_seconds,
+            error_backoff_seconds=state.tuning.error_backoff_seconds,
+            logger=logger,
+        )
+
+
+async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
+    """One level-based pass over an InferenceEndpoint; `body` is kopf's live view of it."""
+    metadata = body["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    try:
+        spec = InferenceEndpointSpec.model_validate(plain_copy(body.get("spec") or {}))
+    except ValidationError as exc:
+        reason = f"spec rejected: {exc.error_count()} problems, first: {exc.errors()[0]['msg']}"
+        await _report(body, state, status.failed_health(Reason.INVALID_SPEC, reason), url="", model="")
+        return
+
+    url, model = "", ""
+    failure: Exception | None = None
+    if spec.cloud is not None:
+        url, model = spec.cloud.effective_base_url(), spec.cloud.model
+        secret = spec.cloud.api_key_secret_ref.name
+        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret)
+        health = status.cloud_health(secret, exists)
+    elif spec.local is not None and spec.local.url is not None:
+        url, model = spec.local.url, spec.local.model
+        error = await probe_server(url, timeout_seconds=state.tuning.probe_timeout_seconds)
+        health = status.external_server_health(url, error)
+    elif spec.local is not None:
+        model = spec.local.model
+        owner = render.Owner(name=name, namespace=namespace, uid=metadata["uid"])
+        pool = render.managed_pool(owner, spec.local)
+        url = pool.url
+        try:
+            await asyncio.to_thread(state.cluster.apply, pool.service)
+            deployment = await asyncio.to_thread(state.cluster.apply, pool.deployment)
+        except kubernetes.client.ApiException as exc:
+            failure = exc
+            health = status.failed_health(Reason.RECONCILE_FAILED, f"applying children failed: {_api_reason(exc)}")
+        else:
+            health = status.managed_pool_health(deployment)
+    else:  # CEL rejects this shape; keep the status honest if an old schema let it in
+        health = status.failed_health(Reason.INVALID_SPEC, "spec.local or spec.cloud is required")
+
+    await _report(body, state, health, url=url, model=model)
+    if failure is not None:
+        raise failure  # after reporting: the loop logs it and retries with backoff
+
+
+async def _report(
+    body: kopf.Body, state: OperatorState, health: status.EndpointHealth, *, url: str, model: str
+) -> None:
+    metadata = body["metadata"]
+    current = plain_copy(body.get("status") or {})
+    desired = status.endpoint_status(
+        health,
+        url=url,
+        model=model,
+        generation=int(metadata.get("generation", 0)),
+        previous=current,
+        now=datetime.now(UTC),
+    )
+    changes = status.status_changes(current, desired)
+    if not changes:
+        return
+    await asyncio.to_thread(
+        state.cluster.patch_status,
+        group=GROUP,
+        version=VERSION,
+        plural=ENDPOINT_PLURAL,
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        status=changes,
+    )
+    before = status.find_condition(current.get("conditions") or [], health.ready.type)
+    if before is None or (before.get("status") == "True") != health.ready.status:
+        kind = "Normal" if health.ready.status else "Warning"
+        kopf.event(body, type=kind, reason=health.ready.reason, message=health.ready.message)
+
+
+async def probe_server(url: str, *, timeout_seconds: float) -> str | None:
+    """GET {url}/models; None when the server answers (any status below 500), else what went wrong."""
+    target = url.rstrip("/") + "/models"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session,
+            session.get(target, allow_redirects=False) as response,
+        ):
+            if response.status >= 500:
+                return f"HTTP {response.status} from /models"
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_seconds:g}s"
+    except aiohttp.ClientError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _api_reason(exc: kubernetes.client.ApiException) -> str:
+    return f"{exc.status} {exc.reason}"

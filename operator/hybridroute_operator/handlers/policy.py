@@ -1,0 +1,162 @@
+"""RoutingPolicy reconciler: compile against the namespace's endpoints, publish the ConfigMap, report.
+
+A kopf index keeps a snapshot of every InferenceEndpoint per namespace; any endpoint event (appears,
+changes, becomes ready, disappears) rings the doorbells of that namespace's policies, which
+recompile from the index. The compile is pure and cheap; the ConfigMap write is a server-side apply
+that the API server drops when nothing changed, so a recompile that yields the same hash costs one
+request and changes nothing. A policy that fails to compile leaves the last good ConfigMap alone and
+reports Ready=False (CompileFailed) with a Warning event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import kubernetes
+from pydantic import ValidationError
+
+from hybridroute_operator import status
+from hybridroute_operator.api import (
+    ENDPOINT_PLURAL,
+    GROUP,
+    POLICY_PLURAL,
+    VERSION,
+    ConditionType,
+    Reason,
+    RoutingPolicySpec,
+)
+from hybridroute_operator.compile import (
+    CompileError,
+    EndpointSnapshot,
+    PolicyInput,
+    compile_policy,
+    config_map,
+    plain_copy,
+    policy_owner,
+    resolve_refs,
+)
+from hybridroute_operator.handlers import reconcile_until_stopped
+from hybridroute_operator.settings import OperatorState, state_of
+
+
+@kopf.index(GROUP, VERSION, ENDPOINT_PLURAL)
+def endpoints_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, EndpointSnapshot]:
+    return {namespace or "": EndpointSnapshot.of(body)}
+
+
+@kopf.on.event(GROUP, VERSION, ENDPOINT_PLURAL)
+def endpoint_seen(namespace: str | None, memo: Any, **_: Any) -> None:
+    state_of(memo).policy_doorbells.ring_namespace(namespace or "")
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+def policy_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    state_of(memo).policy_doorbells.ring((namespace or "", name))
+
+
+@kopf.daemon(GROUP, VERSION, POLICY_PLURAL, cancellation_timeout=5.0)
+async def policy_reconciler(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    # kopf passes each index as a keyword named after its function
+    endpoints: kopf.Index[str, EndpointSnapshot] = kwargs["endpoints_by_namespace"]
+    state = state_of(memo)
+    with state.policy_doorbells.installed((namespace or "", name)) as bell:
+        await reconcile_until_stopped(
+            lambda: reconcile_policy(body, state, endpoints.get(namespace or "", [])),
+            bell=bell,
+            stopped=stopped,
+            resync_seconds=state.tuning.resync_seconds,
+            error_backoff_seconds=state.tuning.error_backoff_seconds,
+            logger=logger,
+        )
+
+
+async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Iterable[EndpointSnapshot]) -> None:
+    """One pass: compile, publish when it compiles, report either way; `body` is kopf's live view."""
+    metadata = body["metadata"]
+    namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+    generation = int(metadata.get("generation", 0))
+    endpoints = {snapshot.name: snapshot for snapshot in snapshots}
+    current = plain_copy(body.get("status") or {})
+
+    refs: list[status.ResolvedRef] = []
+    failure: tuple[str, str] | None = None
+    compiled = None
+    try:
+        spec = RoutingPolicySpec.model_validate(plain_copy(body.get("spec") or {}))
+    except ValidationError as exc:
+        failure = (Reason.INVALID_SPEC, f"spec rejected: {exc.errors()[0]['msg']}")
+    else:
+        policy = PolicyInput(name=name, namespace=namespace, generation=generation, spec=spec)
+        try:
+            compiled = compile_policy(policy, endpoints)
+        except CompileError as exc:
+            failure = (exc.reason, exc.message)
+            refs = resolve_refs(policy, endpoints)
+        else:
+            refs = compiled.refs
+
+    config_hash = None
+    if compiled is not None:
+        config_hash = compiled.config.config_hash
+        manifest = config_map(policy_owner(name, namespace, uid), compiled.config)
+        try:
+            await asyncio.to_thread(state.cluster.apply, manifest, force=False)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Someone else's ConfigMap has the policy's name: never overwrite it.
+            failure = (Reason.RECONCILE_FAILED, f"ConfigMap {name} exists and is managed by someone else")
+
+    desired = status.policy_status(
+        generation=generation,
+        refs=refs,
+        config_hash=config_hash,
+        config_map=name,
+        failure=failure,
+        previous=current,
+        now=datetime.now(UTC),
+    )
+    changes = status.status_changes(current, desired)
+    if not changes:
+        return
+    await asyncio.to_thread(
+        state.cluster.patch_status,
+        group=GROUP,
+        version=VERSION,
+        plural=POLICY_PLURAL,
+        namespace=namespace,
+        name=name,
+        status=changes,
+    )
+    _announce(body, current, failure, config_hash, compiled.warnings if compiled else [])
+
+
+def _announce(
+    body: kopf.Body,
+    previous: dict[str, Any],
+    failure: tuple[str, str] | None,
+    config_hash: str | None,
+    warnings: list[str],
+) -> None:
+    """Events for what changed: a new config (with its warnings) or a new failure, once each."""
+    if failure is not None:
+        before = status.find_condition(previous.get("conditions") or [], ConditionType.READY)
+        if before is None or before.get("status") != "False" or before.get("message") != failure[1]:
+            kopf.event(body, type="Warning", reason=failure[0], message=failure[1])
+        return
+    if config_hash != previous.get("configHash"):
+        kopf.event(body, type="Normal", reason=Reason.COMPILED, message=f"published config {config_hash}")
+        for warning in warnings:
+            kopf.event(body, type="Warning", reason=Reason.COMPILED, message=warning)

@@ -1,0 +1,95 @@
+"""Every kopf setting and operator knob, decided in one startup handler.
+
+What kopf writes to our objects, and why it is acceptable to GitOps tools (which compare the fields
+they applied, so additions under our own prefix are not drift):
+- a finalizer, because every InferenceEndpoint and RoutingPolicy has a reconciler daemon that kopf
+  must stop before the object goes; it is named `hybridroute.io/finalizer`;
+- no diff-base or progress annotations in practice (the operator has no on.create/on.update
+  handlers, only level-based reconcilers), but both storages are pointed at the `hybridroute.io`
+  prefix in annotations so that nothing ever lands in `spec` or in a `status.kopf` field the CRD
+  schema would prune.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from hybridroute_operator.apply import Cluster
+from hybridroute_operator.handlers import Doorbells
+
+ANNOTATION_PREFIX = "hybridroute.io"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Operator knobs (not kopf's), read from the environment so a Deployment or a test can set them."""
+
+    resync_seconds: float = 30.0
+    """Level-based re-check of every object even without events: external probes, Secret existence."""
+    probe_timeout_seconds: float = 3.0
+    """Bound on one health probe of an external server."""
+    error_backoff_seconds: float = 2.0
+    """First delay after a failed reconcile; doubles up to resync_seconds."""
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Tuning:
+        source = os.environ if environ is None else environ
+        return cls(
+            resync_seconds=float(source.get("HYBRIDROUTE_RESYNC_SECONDS", cls.resync_seconds)),
+            probe_timeout_seconds=float(source.get("HYBRIDROUTE_PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)),
+            error_backoff_seconds=float(source.get("HYBRIDROUTE_ERROR_BACKOFF_SECONDS", cls.error_backoff_seconds)),
+        )
+
+
+@dataclass
+class OperatorState:
+    """What every handler shares for one operator run, kept in kopf's memo (fresh per run)."""
+
+    cluster: Cluster
+    tuning: Tuning
+    endpoint_doorbells: Doorbells = field(default_factory=Doorbells)
+    policy_doorbells: Doorbells = field(default_factory=Doorbells)
+
+
+def state_of(memo: Any) -> OperatorState:
+    state = memo.hybridroute
+    if not isinstance(state, OperatorState):
+        raise RuntimeError("operator state missing: the startup handler did not run")
+    return state
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Watches: ask the server to close each watch after 5 minutes and give up on our side a bit
+    # later, so a silently dropped connection (NAT, load balancer) costs minutes, not forever.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # API calls kopf makes itself (patches, events) must not hang a worker forever either.
+    settings.networking.request_timeout = 60
+
+    # Several replicas: kopf's peering elects one active instance; `--standalone` (the CLI flag)
+    # turns this off for a single replica. Without the peering CRD kopf falls back to standalone
+    # unless `--peering NAME` was given (then it is mandatory). Our name unless the CLI chose one.
+    if settings.peering.name == "default":
+        settings.peering.name = "hybridroute"
+
+    # Kubernetes Events: only warnings and errors from the log become Events; the handlers post
+    # the few normal Events that matter (compiled, recovered) explicitly.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "hybridroute-operator"
+    settings.posting.event_name_prefix = "hybridroute-"
+
+    # Persistence: see the module docstring.
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+
+    memo.hybridroute = OperatorState(cluster=Cluster.connect(), tuning=Tuning.from_environment())
