@@ -372,9 +372,12 @@ class InferenceEndpointSpec(CrossFieldChecked):
     type: Literal["local", "cloud"]
     """local: your own model server (fill spec.local); cloud: a provider API (fill spec.cloud)."""
     local: LocalSpec | None = None
-    """Set when type is local."""
+    """Set when type is local: a model server on your own hardware, either a managed pool the operator
+    deploys (set server) or an existing server it only probes (set url); model is always required."""
     cloud: CloudSpec | None = None
-    """Set when type is cloud."""
+    """Set when type is cloud: the provider, the model to call, and the Secret holding the API key. The
+    operator only checks that the Secret exists; the router reads the key at request time, and it never
+    appears in status, events or the compiled config."""
     priority: Annotated[int, Field(ge=0, le=1000)] = 100
     """Lower is tried first among endpoints the policy prefers equally."""
     weight: Annotated[int, Field(ge=0, le=1000)] = 100

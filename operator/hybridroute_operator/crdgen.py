@@ -2,8 +2,8 @@
 
 pydantic's JSON schema is close to, but not, a Kubernetes structural schema. `structural` rewrites it:
 $refs inlined, Optional unwrapped (absent means unset), Literal -> enum, exclusive bounds in OpenAPI
-v3.0 form, descriptions flattened to one line, only scalar defaults kept (list and object defaults
-stay in the models so stored objects stay small), list types added, and each model's cross-field
+v3.0 form, descriptions flattened to one line, only short scalar defaults kept (see
+`_published_default`), list types added, and each model's cross-field
 rules from `api.CROSS_FIELD_RULES` attached as CEL `x-kubernetes-validations`.
 
 Writes crds/<group>_<plural>.yaml and a Helm copy under charts/hybridroute/templates/crds/ (behind
@@ -55,6 +55,7 @@ _KEPT_KEYWORDS: Final = frozenset(
     }
 )
 _SCALARS: Final = (bool, int, float, str)
+_MAX_DEFAULT_STRING: Final = 63
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,15 @@ def _cel(rule: api.CrossFieldRule) -> dict[str, str]:
     return validation
 
 
+def _published_default(value: Any) -> bool:
+    """Short scalars only. The API server stores defaults in every object, freezing them there: lists,
+    objects and long strings (the PromQL template) stay in the models, which apply them when the
+    operator compiles, so a newer router's better default reaches existing policies."""
+    if isinstance(value, str):
+        return len(value) <= _MAX_DEFAULT_STRING
+    return isinstance(value, _SCALARS)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -189,8 +199,8 @@ class _Converter:
         self._bounds_to_openapi_v3(result)
         if "description" in result:
             result["description"] = _one_line(result["description"])
-        if "default" in result and not isinstance(result["default"], _SCALARS):
-            del result["default"]  # list and object defaults are applied by the models, not the API server
+        if "default" in result and not _published_default(result["default"]):
+            del result["default"]
         if "properties" in node:
             result["type"] = "object"
             result["properties"] = {name: self.convert(child) for name, child in node["properties"].items()}
