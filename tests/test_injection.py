@@ -48,7 +48,8 @@ def test_router_runs_as_native_sidecar_with_config_and_secrets() -> None:
     assert router["name"] == ROUTER_CONTAINER
     assert router["restartPolicy"] == "Always"
     assert router["image"] == SETTINGS.image
-    assert router["args"] == ["--config", "/etc/hybridroute/config.json", "--port", "8123"]
+    assert router["args"] == ["--config=/etc/hybridroute/config.json", "--host=127.0.0.1", "--port=8123"]
+    assert "http://127.0.0.1:8123/readyz" in router["startupProbe"]["exec"]["command"][-1]
     assert router["volumeMounts"] == [{"name": CONFIG_VOLUME, "mountPath": "/etc/hybridroute", "readOnly": True}]
     assert router["securityContext"]["runAsNonRoot"] is True
     assert router["securityContext"]["readOnlyRootFilesystem"] is True

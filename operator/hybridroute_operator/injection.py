@@ -11,6 +11,9 @@ What an injected Pod gets:
   access from the app's ServiceAccount (a ConfigMap watch would need RBAC in every app namespace);
   the price is reload lag: the kubelet refreshes the file within about a minute, and the router's
   file source picks the change up by itself;
+- probes that run inside the container (`python -c`), because the router binds 127.0.0.1 by default
+  (its API spends the pod's cloud keys, so it serves its own pod only) and the kubelet probes the
+  pod IP. `listen_address: 0.0.0.0` exposes it on the pod network, for Prometheus to scrape /metrics;
 - every API-key Secret the policy references, as env vars named by `secret_env_name(ref)` (the
   router's key resolution reads exactly those names). They are `optional`, so a missing Secret makes
   that cloud endpoint unusable (the router fails over to local) instead of keeping the Pod from
@@ -36,6 +39,9 @@ INJECTED_ANNOTATION: Final = "hybridroute.io/injected-policy"
 ROUTER_CONTAINER: Final = "hybridroute-router"
 CONFIG_VOLUME: Final = "hybridroute-config"
 BASE_URL_ENV: Final = "OPENAI_BASE_URL"
+# Container port name; the chart's PodMonitor scrapes exactly this name, so it must not be a name
+# app containers commonly use ("http").
+ROUTER_PORT_NAME: Final = "hybridroute"
 
 JsonPatch = list[dict[str, Any]]
 
@@ -50,13 +56,13 @@ class InjectionSettings:
 
     image: str
     """Router image reference (repository:tag or @digest)."""
-    port: int = 8000
+    port: int = 8040
     """Port the router serves its OpenAI-compatible API and /metrics on."""
+    listen_address: str = "127.0.0.1"
+    """Address the router binds; 0.0.0.0 lets Prometheus scrape it (and lets other pods call it)."""
     image_pull_policy: str = "IfNotPresent"
     config_mount_path: str = "/etc/hybridroute"
     """Directory the policy's ConfigMap is mounted at; the router reads `<path>/config.json`."""
-    health_path: str = "/healthz"
-    """HTTP path of the router's startup/liveness probe."""
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
     """Kubernetes resource requests/limits for the router container."""
 
@@ -109,20 +115,30 @@ def build_patch(
 
 def router_container(secret_refs: Iterable[SecretKeyRef], settings: InjectionSettings) -> dict[str, Any]:
     """The router as a native sidecar container."""
-    probe = {"httpGet": {"path": settings.health_path, "port": "http"}, "periodSeconds": 10}
+
+    def probe(path: str, **timing: int) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{settings.port}{path}"
+        check = f"import urllib.request as u; u.urlopen({url!r}, timeout=2)"
+        return {"exec": {"command": ["python", "-c", check]}, "timeoutSeconds": 3, **timing}
+
     return {
         "name": ROUTER_CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         # Native sidecar: runs for the Pod's whole life, started before the app containers.
         "restartPolicy": "Always",
-        "args": ["--config", f"{settings.config_mount_path}/{CONFIGMAP_KEY}", "--port", str(settings.port)],
-        "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
+        "args": [
+            f"--config={settings.config_mount_path}/{CONFIGMAP_KEY}",
+            f"--host={settings.listen_address}",
+            f"--port={settings.port}",
+        ],
+        "ports": [{"name": ROUTER_PORT_NAME, "containerPort": settings.port, "protocol": "TCP"}],
         "env": [_secret_env(ref) for ref in _unique(secret_refs)],
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True}],
         "resources": {kind: dict(amounts) for kind, amounts in settings.resources.items()},
-        "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 30},
-        "livenessProbe": probe,
+        # The app containers start once this passes: a loaded, valid config (not just a live process).
+        "startupProbe": probe("/readyz", periodSeconds=1, failureThreshold=60),
+        "livenessProbe": probe("/healthz", periodSeconds=30, failureThreshold=3),
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
