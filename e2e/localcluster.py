@@ -61,7 +61,13 @@ class LocalClusterError(RuntimeError):
 
 
 class KubectlError(LocalClusterError):
-    """kubectl exited non-zero; the message carries its stderr."""
+    """kubectl exited non-zero; the message carries its stderr, the attributes its whole result."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(f"kubectl {' '.join(args)} failed ({returncode}): {stderr.strip()}")
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 def _log(message: str) -> None:
@@ -74,27 +80,28 @@ def close_api_client(api: k8s_client.ApiClient) -> None:
     api.rest_client.pool_manager.clear()
 
 
-def _kubeconfig(server: str, ca: bytes, user: str, pair: pki.KeyPair) -> dict[str, Any]:
-    """A single-context kubeconfig with the credentials embedded, so the file can be copied alone."""
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
 
-    return {
+def _certificate_credentials(pair: pki.KeyPair) -> dict[str, str]:
+    return {"client-certificate-data": _b64(pair.cert_pem), "client-key-data": _b64(pair.key_pem)}
+
+
+def _write_kubeconfig(path: Path, server: str, ca_pem: bytes, user: str, credentials: Mapping[str, str]) -> None:
+    """A single-context kubeconfig with everything embedded, so the file can be copied alone."""
+    kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "hybridroute-local", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
+            {"name": "hybridroute-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(pair.cert_pem), "client-key-data": b64(pair.key_pem)},
-            }
-        ],
+        "users": [{"name": user, "user": dict(credentials)}],
         "contexts": [{"name": "hybridroute-local", "context": {"cluster": "hybridroute-local", "user": user}}],
         "current-context": "hybridroute-local",
     }
+    path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+    path.chmod(0o600)
 
 
 def _write_pair(directory: Path, stem: str, pair: pki.KeyPair, public_suffix: str = ".crt") -> tuple[Path, Path]:
@@ -226,8 +233,7 @@ class LocalCluster:
             (paths["kcm.kubeconfig"], "system:kube-controller-manager", controller_manager),
             (self.kubeconfig, _ADMIN_USER, admin),
         ):
-            target.write_text(yaml.safe_dump(_kubeconfig(server, ca.pair.cert_pem, user, pair), sort_keys=False))
-            target.chmod(0o600)
+            _write_kubeconfig(target, server, ca.pair.cert_pem, user, _certificate_credentials(pair))
         return paths
 
     def _start_etcd(self, ports: Mapping[str, int]) -> None:
@@ -336,13 +342,23 @@ class LocalCluster:
             return None
 
     # -- clients -------------------------------------------------------------------------------------
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        """Run the built kubectl against this cluster; stdout, or KubectlError with stderr."""
-        argv = [str(self._bin("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+    def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None) -> str:
+        """Run the built kubectl as cluster-admin (or as `kubeconfig`'s user); stdout, else KubectlError."""
+        argv = [str(self._bin("kubectl")), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            raise KubectlError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+            raise KubectlError(args, proc.returncode, proc.stdout, proc.stderr)
         return proc.stdout
+
+    def token_kubeconfig(self, path: Path, token: str, user: str = "token-user") -> Path:
+        """Write a kubeconfig for this cluster that authenticates with a bearer token only.
+
+        For acting as a service account (a TokenRequest token): no client certificate is included,
+        because the API server would authenticate that first and the request would run as admin.
+        """
+        ca_pem = (self.dir / "pki" / "ca.crt").read_bytes()
+        _write_kubeconfig(path, self.server, ca_pem, user, {"token": token})
+        return path
 
     def api_client(self) -> k8s_client.ApiClient:
         """A cluster-admin kubernetes.client.ApiClient; release it with `close_api_client`."""

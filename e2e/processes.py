@@ -9,7 +9,6 @@ recorded at start, so a recycled pid that now belongs to somebody else is never 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -47,10 +46,16 @@ def _cmdline(pid: int) -> list[str] | None:
     return [part.decode() for part in raw.split(b"\0") if part]
 
 
+# Daemons this interpreter started. Holding the Popen objects lets `stop` reap them (no zombies) and
+# keeps Popen.__del__ from warning that a child is "still running", which is the point of a daemon.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status if `pid` is our own child, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
 
 
 def spawn(
@@ -73,6 +78,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     _pidfile(state_dir, name).write_text(json.dumps({"pid": proc.pid, "argv": list(argv)}))
     return proc.pid
 
@@ -109,6 +115,9 @@ def stop(state_dir: Path, name: str, grace_seconds: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
             while is_alive(pid):
                 time.sleep(0.05)
+        child = _children.pop(pid, None)
+        if child is not None:
+            child.wait()  # it has exited (seen above); this collects the status the poll may have missed
     _pidfile(state_dir, name).unlink(missing_ok=True)
 
 

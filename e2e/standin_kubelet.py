@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from kubernetes import client
@@ -32,7 +33,6 @@ from kubernetes.client.exceptions import ApiException
 # What an ordinary node offers besides the caller's extended resources (GPUs).
 _BASE_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 _NODE_IP = "127.0.0.1"
-_HTTP_CONFLICT = 409
 
 
 def _now() -> str:
@@ -59,7 +59,7 @@ def register_node(
     try:
         core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=node_labels)))
     except ApiException as exc:
-        if exc.status != _HTTP_CONFLICT:
+        if exc.status != HTTPStatus.CONFLICT:
             raise
         core.patch_node(name, {"metadata": {"labels": node_labels}})
     # The TaintNodesByCondition admission plugin marks a new node not-ready; a kubelet's first Ready
