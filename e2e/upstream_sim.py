@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import dataclasses
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class UpstreamSim:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     port: int = 0
     _runner: web.AppRunner | None = None
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def base_url(self) -> str:
@@ -98,6 +100,12 @@ class UpstreamSim:
 
     def fail_next(self, *faults: Fault) -> None:
         self.faults.extend(faults)
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Block (another thread than the simulator's) until `count` requests have arrived."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise TimeoutError(f"{self.name}: {len(self.requests)} of {count} requests after {timeout}s")
 
     def paths(self) -> list[str]:
         return [request.path for request in self.requests]
@@ -135,7 +143,9 @@ class UpstreamSim:
         except orjson.JSONDecodeError:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(request.path, headers, body))
+        with self._arrived:
+            self.requests.append(RecordedRequest(request.path, headers, body))
+            self._arrived.notify_all()
         return body
 
     def _next_fault(self) -> Fault | None:

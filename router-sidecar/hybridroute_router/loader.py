@@ -181,11 +181,13 @@ class ConfigMapSource:
 
         kube_config: Any = importlib.import_module("kubernetes.config")
         kube_watch: Any = importlib.import_module("kubernetes.watch")
+        # A client of its own: loading into the global default would change every other client in the process.
+        configuration = client.Configuration()
         try:
-            kube_config.load_incluster_config()
+            kube_config.load_incluster_config(client_configuration=configuration)
         except kube_config.ConfigException:
-            kube_config.load_kube_config(config_file=self.kubeconfig)
-        api = client.CoreV1Api()
+            kube_config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
+        api = client.CoreV1Api(client.ApiClient(configuration))
         selector = f"metadata.name={self.name}"
         while not self._stop.is_set():
             try:

@@ -1,0 +1,251 @@
+"""The router app end to end: real simulators on loopback, the real `openai` SDK, real uvicorn."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from tests.fixtures.upstreams import endpoint, router_config
+
+ROUTINE = [{"role": "user", "content": "Say hello."}]
+COMPLEX = [{"role": "user", "content": "Analyze this architecture step by step and compare the trade-off."}]
+CLOUD_KEY = "sk-cloud-endpoint-key-123"
+ENVIRON = {"CLOUD_KEY": CLOUD_KEY}
+
+
+def local_and_cloud(local: Any, cloud: Any, **sections: Any) -> Any:
+    return router_config(
+        endpoint("local-a", local),
+        endpoint(
+            "cloud-a",
+            cloud,
+            "cloud",
+            apiKey={"env": "CLOUD_KEY"},
+            pricing={"inputPerMTok": 1.0, "outputPerMTok": 2.0},
+        ),
+        **sections,
+    )
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_routine_request_is_served_locally_with_explaining_headers(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    client = sdk_client(running)
+
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Hello from the upstream simulator."
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-reason"] == "routine"
+    assert raw.headers["x-hybridroute-attempts"] == "1"
+    assert float(raw.headers["x-hybridroute-cost-usd"]) == 0.0
+    assert 0.0 <= float(raw.headers["x-hybridroute-overhead-ms"]) < 1000
+    assert [request.body["model"] for request in local.requests] == ["local-a-model"]
+    assert cloud.requests == []
+
+
+async def test_complex_request_goes_to_cloud_with_the_endpoint_key_only(
+    upstream_sim: Any, router: Any, async_sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    client = async_sdk_client(running, api_key="client-own-secret")
+
+    raw = await client.chat.completions.with_raw_response.create(
+        model="auto", messages=COMPLEX, extra_headers={"x-hybridroute-debug": "1", "x-request-id": "req-7"}
+    )
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert raw.headers["x-hybridroute-reason"] == "complex"
+    # usage 11 in / 7 out at $1 / $2 per million tokens
+    assert float(raw.headers["x-hybridroute-cost-usd"]) == pytest.approx(25e-6)
+    assert local.requests == []
+    (sent,) = cloud.requests
+    assert sent.headers["authorization"] == f"Bearer {CLOUD_KEY}"
+    assert "client-own-secret" not in orjson.dumps(sent.headers).decode()
+    assert "x-hybridroute-debug" not in sent.headers
+    assert sent.headers["x-request-id"] == "req-7"
+    assert sent.body["model"] == "cloud-a-model"
+
+
+def test_private_request_stays_local_even_when_complex(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    client = sdk_client(running)
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=COMPLEX, extra_headers={"x-hybridroute-privacy": "restricted"}
+    )
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-reason"] == "private"
+    assert len(local.requests) == 1
+    assert cloud.requests == []
+    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    assert 'hybridroute_privacy_blocks_total{outcome="kept-local",policy="standalone"} 1.0' in metrics
+
+
+def test_private_request_with_local_down_gets_503_and_cloud_never_sees_it(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.behavior.failure_rate, local.behavior.failure_status = 1.0, 500
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    client = sdk_client(running)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="auto", messages=ROUTINE, extra_headers={"x-hybridroute-privacy": "private"}
+        )
+
+    assert caught.value.status_code == 503
+    assert "local-a: 500 from upstream" in caught.value.message
+    assert len(local.requests) == 1
+    assert cloud.requests == []
+
+
+def test_private_request_without_any_local_endpoint_is_refused_with_the_reason(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    config = router_config(
+        endpoint("local-a", local, available=False, unavailableReason="no ready replicas"),
+        endpoint("cloud-a", cloud, "cloud"),
+    )
+    running = router(config)
+    client = sdk_client(running)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="auto", messages=ROUTINE, extra_headers={"x-hybridroute-privacy": "private"}
+        )
+
+    assert caught.value.status_code == 503
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "no_eligible_endpoint"
+    assert "private request" in error["message"]
+    assert "no ready replicas" in error["message"]
+    assert cloud.requests == []
+    assert local.requests == []
+    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    assert 'hybridroute_privacy_blocks_total{outcome="rejected",policy="standalone"} 1.0' in metrics
+
+
+def test_models_lists_the_policy_aliases(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local = upstream_sim("local")
+    running = router(router_config(endpoint("local-a", local), modelAliases=["auto", "fast"]))
+    client = sdk_client(running)
+
+    assert [model.id for model in client.models.list()] == ["auto", "fast"]
+
+
+def test_completions_and_embeddings_are_routed(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local = upstream_sim("local")
+    running = router(router_config(endpoint("local-a", local)))
+    client = sdk_client(running)
+
+    completion = client.completions.create(model="auto", prompt="Once upon a time", max_tokens=8)
+    embedding = client.embeddings.create(model="auto", input=["a", "b"])
+
+    assert completion.choices[0].text == "Hello from the upstream simulator."
+    assert len(embedding.data) == 2
+    assert local.paths() == ["/v1/completions", "/v1/embeddings"]
+    assert all(request.body["model"] == "local-a-model" for request in local.requests)
+
+
+def test_explain_returns_the_decision_without_sending_or_echoing_the_prompt(upstream_sim: Any, router: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    secret_prompt = "My e-mail is jane.doe@example.com, analyze my plan step by step."
+    body = {"model": "auto", "messages": [{"role": "user", "content": secret_prompt}]}
+
+    status, raw = http("POST", f"{running.url}/hybridroute/v1/explain", body)
+
+    assert status == 200
+    explained = orjson.loads(raw)
+    assert explained["decision"]["reason"] == "complex"
+    assert [c["endpoint"] for c in explained["decision"]["candidates"]] == ["cloud-a", "local-a"]
+    assert explained["decision"]["candidates"][0]["estimatedCostUsd"] > 0
+    assert explained["profile"]["complexity"] >= 0.6
+    assert explained["configHash"].startswith("sha256:")
+    assert "jane.doe" not in raw.decode()
+    assert "plan step" not in raw.decode()
+    assert local.requests == []
+    assert cloud.requests == []
+
+
+def test_explain_shows_privacy_rejections(upstream_sim: Any, router: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+
+    status, raw = http(
+        "POST",
+        f"{running.url}/hybridroute/v1/explain",
+        {"model": "auto", "messages": ROUTINE},
+        headers={"x-hybridroute-privacy": "restricted"},
+    )
+
+    explained = orjson.loads(raw)
+    assert status == 200
+    assert explained["decision"]["private"] is True
+    assert [c["endpoint"] for c in explained["decision"]["candidates"]] == ["local-a"]
+    assert explained["decision"]["rejected"][0]["endpoint"] == "cloud-a"
+    assert explained["decision"]["rejected"][0]["filter"] == "privacy"
+
+
+def test_metrics_cover_requests_durations_breakers_and_config(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local = upstream_sim("local")
+    running = router(router_config(endpoint("local-a", local)))
+    sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
+
+    status, raw = http("GET", f"{running.url}/metrics")
+    text = raw.decode()
+
+    assert status == 200
+    labels = 'endpoint="local-a",policy="standalone"'
+    assert 'hybridroute_requests_total{endpoint="local-a",outcome="success",policy="standalone"} 1.0' in text
+    assert 'hybridroute_upstream_duration_seconds_bucket{endpoint="local-a",le="120.0",policy="standalone"} 1.0' in text
+    assert f"hybridroute_upstream_ttft_seconds_count{{{labels}}} 1.0" in text
+    assert 'hybridroute_tokens_total{direction="output",endpoint="local-a",policy="standalone"} 7.0' in text
+    assert 'hybridroute_breaker_state{endpoint="local-a",policy="standalone",state="closed"} 1.0' in text
+    assert 'hybridroute_request_attempts_bucket{le="1.0",policy="standalone"} 1.0' in text
+    config_hash = running.holder.current.config_hash
+    assert f'hybridroute_config_info{{config_hash="{config_hash}",policy="standalone"}} 1.0' in text
+
+
+def test_health_and_readiness_follow_the_config(router: Any) -> None:
+    running = router(None)
+
+    assert http("GET", f"{running.url}/healthz")[0] == 200
+    status, raw = http("GET", f"{running.url}/readyz")
+    assert status == 503
+    assert orjson.loads(raw)["error"]["code"] == "router_not_ready"
+    status, _ = http("POST", f"{running.url}/v1/chat/completions", {"model": "auto", "messages": ROUTINE})
+    assert status == 503
+
+    running.holder.offer({"endpoints": [{"name": "a", "type": "local", "baseURL": "http://x/v1", "model": "m"}]}, "t")
+
+    status, raw = http("GET", f"{running.url}/readyz")
+    assert status == 200
+    assert orjson.loads(raw)["configHash"] == running.holder.current.config_hash

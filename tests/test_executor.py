@@ -1,0 +1,254 @@
+"""Failover, bounded attempts, 429 handling, pass-through, caps and structured-output validation.
+
+Each test drives the real router over loopback with the `openai` SDK and asserts on what the
+simulated upstreams actually received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from e2e.upstream_sim import Fault
+from hybridroute_router.executor import retry_after_seconds, structured_output_valid
+from tests.fixtures.upstreams import endpoint, free_port, router_config
+
+ROUTINE = [{"role": "user", "content": "Say hello."}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+STRUCTURED = {"type": "json_schema", "json_schema": {"name": "place", "schema": SCHEMA}}
+
+
+def two_tier(local: Any, cloud: Any, **sections: Any) -> Any:
+    return router_config(endpoint("local-a", local), endpoint("cloud-a", cloud, "cloud"), **sections)
+
+
+def test_5xx_fails_over_to_the_next_candidate(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=503))
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert raw.headers["x-hybridroute-attempts"] == "2"
+    assert raw.headers["x-hybridroute-reason"] == "routine;fallback"
+    assert len(local.requests) == 1
+    assert len(cloud.requests) == 1
+
+
+def test_time_to_first_byte_timeout_fails_over(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(kind="hang"))
+    running = router(two_tier(local, cloud, slo={"ttftMs": 200}))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_latency_budget_header_tightens_the_timeouts(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(kind="hang"))
+    running = router(two_tier(local, cloud))  # default ttft 10 s: only the header can make this fast
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(
+        model="auto", messages=ROUTINE, extra_headers={"x-hybridroute-latency-budget-ms": "200"}, timeout=5
+    )
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert "x-hybridroute-latency-budget-ms" not in cloud.requests[0].headers
+
+
+def test_connection_refused_fails_over(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    cloud = upstream_sim("cloud")
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    running = router(two_tier(dead, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_short_retry_after_is_honoured_on_the_same_endpoint(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=429, retry_after_ms=150))
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-attempts"] == "2"
+    assert len(local.requests) == 2
+    assert cloud.requests == []
+    # the wait is upstream's instruction, not router overhead
+    assert float(raw.headers["x-hybridroute-overhead-ms"]) < 100
+
+
+def test_long_retry_after_moves_to_the_next_candidate_at_once(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=429, retry_after="30"))
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE, timeout=5)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert len(local.requests) == 1
+    assert len(cloud.requests) == 1
+
+
+def test_client_errors_from_upstream_pass_through_without_failover(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=422))
+    running = router(two_tier(local, cloud))
+
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
+
+    assert caught.value.body["message"] == "simulated 422"
+    assert caught.value.response.headers["x-hybridroute-endpoint"] == "local-a"
+    assert cloud.requests == []
+
+
+def test_max_attempts_bounds_failover(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=500))
+    running = router(two_tier(local, cloud, fallback={"maxAttempts": 1}))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
+
+    assert caught.value.status_code == 503
+    assert caught.value.body["message"] == "all 1 upstream attempts failed: local-a: 500 from upstream"
+    assert cloud.requests == []
+
+
+def test_failure_kinds_not_listed_in_on_status_do_not_fail_over(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=500))
+    running = router(two_tier(local, cloud, fallback={"onStatus": ["timeout"]}))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
+
+    assert caught.value.status_code == 503
+    assert cloud.requests == []
+
+
+def test_zero_retry_budget_means_no_retries(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(status=500))
+    running = router(two_tier(local, cloud, fallback={"retryBudgetPercent": 0}))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
+
+    assert "retry budget exhausted" in caught.value.message
+    assert cloud.requests == []
+
+
+async def test_full_endpoint_overflows_to_the_next_candidate(
+    upstream_sim: Any, router: Any, async_sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local", latency_ms=400), upstream_sim("cloud")
+    config = router_config(endpoint("local-a", local, maxConcurrency=1), endpoint("cloud-a", cloud, "cloud"))
+    running = router(config)
+    client = async_sdk_client(running)
+
+    async def ask() -> str:
+        raw = await client.chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+        return raw.headers["x-hybridroute-endpoint"]
+
+    first = asyncio.create_task(ask())
+    await asyncio.to_thread(local.wait_for_requests, 1)  # the first request holds local-a's only slot
+    second = await ask()
+
+    assert await first == "local-a"
+    assert second == "cloud-a"
+    assert len(local.requests) == 1
+
+
+def test_invalid_structured_output_retries_local_once_then_escalates(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local", content="not json"), upstream_sim("cloud", content='{"city": "Oslo"}')
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(
+        model="auto", messages=ROUTINE, response_format=STRUCTURED
+    )
+
+    assert orjson.loads(raw.parse().choices[0].message.content or "") == {"city": "Oslo"}
+    assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+    assert raw.headers["x-hybridroute-attempts"] == "3"
+    assert len(local.requests) == 2
+    assert len(cloud.requests) == 1
+
+
+def test_valid_structured_output_on_the_retry_stays_local(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local", content='{"city": "Bergen"}'), upstream_sim("cloud")
+    local.fail_next(Fault(status=200, content='{"town": "wrong field"}'))
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(
+        model="auto", messages=ROUTINE, response_format=STRUCTURED
+    )
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-attempts"] == "2"
+    assert cloud.requests == []
+
+
+def test_private_structured_output_never_escalates_and_says_it_failed(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local", content="[1, 2]"), upstream_sim("cloud", content='{"city": "Oslo"}')
+    running = router(two_tier(local, cloud))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(
+        model="auto",
+        messages=ROUTINE,
+        response_format=STRUCTURED,
+        extra_headers={"x-hybridroute-privacy": "restricted"},
+    )
+
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-hybridroute-structured-output"] == "invalid"
+    assert raw.parse().choices[0].message.content == "[1, 2]"
+    assert len(local.requests) == 2
+    assert cloud.requests == []
+
+
+def test_structured_output_validation_unit() -> None:
+    def answer(content: Any) -> dict[str, Any]:
+        return {"choices": [{"message": {"content": content}}]}
+
+    assert structured_output_valid(answer('{"city": "Oslo"}'), SCHEMA)
+    assert not structured_output_valid(answer('{"city": 3}'), SCHEMA)
+    assert not structured_output_valid(answer("Oslo"), SCHEMA)
+    assert not structured_output_valid(answer(None), SCHEMA)
+    assert not structured_output_valid({"choices": []}, SCHEMA)
+    # a schema that is itself broken cannot be checked: the upstream's answer stands
+    assert structured_output_valid(answer("anything"), {"type": "no-such-type"})
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after-ms": "x", "retry-after": "1.5"}) == 1.5
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry_after_seconds({}) is None
