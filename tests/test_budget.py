@@ -19,8 +19,8 @@ class FakeClock:
         return self.now
 
 
-def at(*parts: int) -> float:
-    return datetime(*parts, tzinfo=UTC).timestamp()
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 def test_spend_rolls_over_at_utc_midnight_and_month_start() -> None:

@@ -26,14 +26,17 @@ from .config import BuiltinDetector, PrivacyConfig
 REASON_PREFIX = "detector:"
 
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Patterns that open with a character class let the regex engine skip ahead fast; the look-behind
+# that anchors a match to the start of a run therefore comes after the first character.
 _PHONE = re.compile(
-    r"(?<![\w+])"
+    r"(?=[+(\d])(?<![\w+])"
     r"(?:\+\d{8,15}"  # E.164 written without separators
     r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4})"
     r"(?![\w-])"
 )
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_NATIONAL_ID = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
+_CARD = re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?![\d-])")
+_NATIONAL_ID = re.compile(r"\d(?<![\d-]\d)\d\d([- ])\d\d\1\d{4}(?![\d-])")
+_DIGIT = re.compile(r"\d")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -62,25 +65,46 @@ def _is_phone_number(candidate: str) -> bool:
     return 10 <= len(_only_digits(candidate)) <= 15
 
 
+def _is_ssn(candidate: str) -> bool:
+    digits = _only_digits(candidate)
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _has_at_sign(text: str) -> bool:
+    return "@" in text
+
+
 @dataclass(frozen=True, slots=True)
 class Detector:
-    """One named pattern, optionally confirmed per match (a regex alone cannot check a Luhn digit)."""
+    """One named pattern, optionally confirmed per match (a regex alone cannot check a Luhn digit).
+
+    `worth_scanning` is a cheap precondition (an @ sign, a digit) that skips the regex for the
+    common text that cannot match.
+    """
 
     name: str
     pattern: re.Pattern[str]
     confirm: Callable[[str], bool] | None = None
+    worth_scanning: Callable[[str], bool] | None = None
 
     def found_in(self, text: str) -> bool:
+        if self.worth_scanning is not None and not self.worth_scanning(text):
+            return False
         if self.confirm is None:
             return self.pattern.search(text) is not None
         return any(self.confirm(match.group()) for match in self.pattern.finditer(text))
 
 
 BUILTIN_DETECTORS: dict[BuiltinDetector, Detector] = {
-    "email": Detector("email", _EMAIL),
-    "phone": Detector("phone", _PHONE, _is_phone_number),
-    "card": Detector("card", _CARD, _is_card_number),
-    "nationalId": Detector("nationalId", _NATIONAL_ID),
+    "email": Detector("email", _EMAIL, worth_scanning=_has_at_sign),
+    "phone": Detector("phone", _PHONE, _is_phone_number, _has_digit),
+    "card": Detector("card", _CARD, _is_card_number, _has_digit),
+    "nationalId": Detector("nationalId", _NATIONAL_ID, _is_ssn, _has_digit),
 }
 
 

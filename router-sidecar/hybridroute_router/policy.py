@@ -32,6 +32,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ class Decision:
     """Name of the first matching rule."""
     private: bool
     reason: str
-    """Short, for x-hybridroute-reason: private, rule:<name>, complex, routine, rollout, all-open."""
+    """Short, for x-hybridroute-reason: private, rule:<name>, complex, routine, rollout, all-open;
+    with no candidates: private, budget or no-route."""
     error: str | None
     """When there are no candidates: why (goes into the 503 message)."""
 
@@ -184,7 +186,8 @@ def _route(
             _no_route(profile, config, rejected),
         )
 
-    ordered, reason = _order(profile, config, states, rule, eligible, roll)
+    costs = {endpoint.name: _cost(endpoint, profile) for endpoint in eligible}
+    ordered, reason = _order(profile, config, states, rule, eligible, costs, roll)
     return Decision(
         ordered, tuple(rejected), rule_name, profile.sensitive, "private" if profile.sensitive else reason, None
     )
@@ -235,6 +238,7 @@ def _order(
     states: Mapping[str, EndpointState],
     rule: Rule | None,
     eligible: list[EndpointConfig],
+    costs: Mapping[str, float],
     roll: float,
 ) -> tuple[tuple[Candidate, ...], str]:
     """Preferred class first (ranked, weighted), then the other class as fallbacks."""
@@ -245,7 +249,7 @@ def _order(
         if action.prefer is not None:
             listed.sort(key=lambda endpoint: endpoint.type != action.prefer)
         reasons = ["fallback" if action.prefer and e.type != action.prefer else "preferred" for e in listed]
-        return _candidates(listed, reasons, profile), rule_reason
+        return _candidates(listed, reasons, costs), rule_reason
 
     prefer: EndpointKind
     if action is not None and action.prefer is not None:
@@ -268,14 +272,14 @@ def _order(
         else:
             split_roll = roll / local_share
     first, second = (local, cloud) if prefer == "local" else (cloud, local)
-    ranked_first = _rank(first, profile, states, split_roll)
-    ranked_second = _rank(second, profile, states, split_roll)
+    ranked_first = _rank(first, costs, states, split_roll)
+    ranked_second = _rank(second, costs, states, split_roll)
     reasons = ["preferred"] * len(ranked_first) + ["fallback"] * len(ranked_second)
-    return _candidates(ranked_first + ranked_second, reasons, profile), reason
+    return _candidates(ranked_first + ranked_second, reasons, costs), reason
 
 
 def _rank(
-    endpoints: list[EndpointConfig], profile: RequestProfile, states: Mapping[str, EndpointState], roll: float
+    endpoints: list[EndpointConfig], costs: Mapping[str, float], states: Mapping[str, EndpointState], roll: float
 ) -> list[EndpointConfig]:
     """Priority, cost, observed p95 (unknown last); then a weighted pick leads each priority+cost tie."""
 
@@ -283,16 +287,13 @@ def _rank(
         p95 = states.get(endpoint.name, _CLOSED).observed_p95_ms
         return math.inf if p95 is None or math.isnan(p95) else p95
 
-    ranked = sorted(endpoints, key=lambda endpoint: (endpoint.priority, _cost(endpoint, profile), latency(endpoint)))
+    def tier(endpoint: EndpointConfig) -> tuple[int, float]:
+        return endpoint.priority, costs[endpoint.name]
+
+    ranked = sorted(endpoints, key=lambda endpoint: (*tier(endpoint), latency(endpoint)))
     result: list[EndpointConfig] = []
-    start = 0
-    while start < len(ranked):
-        tier_key = (ranked[start].priority, _cost(ranked[start], profile))
-        end = start + 1
-        while end < len(ranked) and (ranked[end].priority, _cost(ranked[end], profile)) == tier_key:
-            end += 1
-        result.extend(weighted_first(ranked[start:end], roll))
-        start = end
+    for _, members in itertools.groupby(ranked, key=tier):
+        result.extend(weighted_first(list(members), roll))
     return result
 
 
@@ -310,10 +311,11 @@ def weighted_first(tier: Sequence[EndpointConfig], roll: float) -> list[Endpoint
     return list(tier)
 
 
-def _candidates(endpoints: list[EndpointConfig], reasons: list[str], profile: RequestProfile) -> tuple[Candidate, ...]:
+def _candidates(
+    endpoints: list[EndpointConfig], reasons: list[str], costs: Mapping[str, float]
+) -> tuple[Candidate, ...]:
     return tuple(
-        Candidate(endpoint, reason, _cost(endpoint, profile))
-        for endpoint, reason in zip(endpoints, reasons, strict=True)
+        Candidate(endpoint, reason, costs[endpoint.name]) for endpoint, reason in zip(endpoints, reasons, strict=True)
     )
 
 

@@ -16,7 +16,6 @@ detector is never kept, so profiles can be logged and explained safely.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -152,8 +151,7 @@ def complexity_score(
 ) -> float:
     """Base score plus the seeds' signals (reasoning keywords, long input, tools, schema), capped at 1."""
     score = cfg.base_score
-    keywords = _keyword_pattern(tuple(cfg.keywords))
-    if keywords is not None and any(keywords.search(text) for text in texts):
+    if _mentions_keyword(texts, _lowered(tuple(cfg.keywords))):
         score += cfg.keyword_weight
     if input_tokens > cfg.long_input_tokens:
         score += cfg.long_input_weight
@@ -163,11 +161,26 @@ def complexity_score(
     return min(1.0, round(score, 6))
 
 
+def _mentions_keyword(texts: list[str], keywords: tuple[str, ...]) -> bool:
+    """Any keyword at the start of a word ("reason" catches "reasoning", not "treason").
+
+    Plain `str.find` on lower-cased text: several times faster than one case-insensitive regex
+    alternation with a word boundary, and this runs on every request.
+    """
+    for text in texts:
+        lowered = text.lower()
+        for keyword in keywords:
+            start = lowered.find(keyword)
+            while start != -1:
+                if start == 0 or not (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+                    return True
+                start = lowered.find(keyword, start + 1)
+    return False
+
+
 @lru_cache(maxsize=32)
-def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
-    # A word boundary in front only, so "reason" also catches "reasoning" but not "treason".
-    words = [re.escape(word) for word in keywords if word.strip()]
-    return re.compile(r"\b(?:" + "|".join(words) + ")", re.IGNORECASE) if words else None
+def _lowered(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(keyword.lower() for keyword in keywords if keyword.strip())
 
 
 def _estimate_tokens(text: str) -> int:
