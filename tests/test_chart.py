@@ -1,0 +1,315 @@
+"""The Helm chart, rendered by a real helm: lint, every ci/ scenario, schema rejections, invariants.
+
+Invariants checked on every scenario: no wildcard RBAC, every Pod non-root with a read-only root
+filesystem and no capabilities, the operator's liveness probe on kopf's endpoint. Cross-checks tie
+the chart to the code it deploys: the webhook path is the kopf handler id, the operator's env parses
+into the webhook settings, and every metric the alerts and dashboard query is one the router exports.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from hybridroute_operator.injection import ROUTER_PORT_NAME
+from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
+from hybridroute_router.metrics import RouterMetrics
+from tests.fixtures.helm import CHART, Helm, kube_version
+
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+NAMESPACE = "hybridroute-system"
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] == "Deployment"]
+    return specs + [doc["spec"] for doc in docs if doc["kind"] == "Pod"]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_chart_is_scenario_complete() -> None:
+    assert {path.name for path in SCENARIOS} >= {
+        "default-values.yaml",
+        "monitoring-enabled-values.yaml",
+        "single-replica-values.yaml",
+        "cert-manager-values.yaml",
+    }
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda path: path.stem)
+def test_lint_passes_strict(helm: Helm, values: Path) -> None:
+    result = helm.run("lint", str(CHART), "--strict", "--values", str(values), "--kube-version", kube_version())
+
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda path: path.stem)
+def test_rendered_rbac_has_no_wildcards(helm: Helm, values: Path) -> None:
+    docs = helm.template([values])
+
+    rules = [rule for doc in docs if doc["kind"] in {"ClusterRole", "Role"} for rule in doc["rules"]]
+    assert rules
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), f"wildcard {field} in {rule}"
+    # The operator reads Secrets by name only: it can never list or watch them.
+    secrets = [rule for rule in rules if "secrets" in rule["resources"]]
+    assert [rule["verbs"] for rule in secrets] == [["get"]]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda path: path.stem)
+def test_every_pod_runs_restricted(helm: Helm, values: Path) -> None:
+    docs = helm.template([values])
+
+    specs = pod_specs(docs)
+    assert len(specs) == 2  # the operator and the helm test Pod
+    for spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]["memory"]
+
+
+def test_operator_probes_kopf_liveness(helm: Helm) -> None:
+    container = operator_container(helm.template())
+
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert {"name": "liveness", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_several_replicas_use_peering(helm: Helm) -> None:
+    docs = helm.template()
+
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert "--peering=hybridroute" in operator_container(docs)["args"]
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "hybridroute"
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_single_replica_runs_standalone(helm: Helm) -> None:
+    docs = helm.template([CHART / "ci" / "single-replica-values.yaml"])
+
+    assert "--standalone" in operator_container(docs)["args"]
+    assert not any(arg.startswith("--peering") for arg in operator_container(docs)["args"])
+    assert by_kind(docs, "ClusterKopfPeering") == []
+    assert by_kind(docs, "PodDisruptionBudget") == []
+
+
+def test_peering_crd_ships_in_crds_folder(helm: Helm) -> None:
+    with_crds = helm.template(extra=["--include-crds"])
+
+    names = {doc["metadata"]["name"] for doc in by_kind(with_crds, "CustomResourceDefinition")}
+    assert names == {
+        "clusterkopfpeerings.kopf.dev",
+        "inferenceendpoints.hybridroute.io",
+        "routingpolicies.hybridroute.io",
+    }
+
+
+def test_crds_toggle_and_keep_policy(helm: Helm) -> None:
+    kept = by_kind(helm.template(), "CustomResourceDefinition")
+    dropped = by_kind(helm.template(set_values={"crds.keep": "false"}), "CustomResourceDefinition")
+
+    assert {crd["metadata"]["annotations"]["helm.sh/resource-policy"] for crd in kept} == {"keep"}
+    assert all("helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {}) for crd in dropped)
+    assert by_kind(helm.template(set_values={"crds.enabled": "false"}), "CustomResourceDefinition") == []
+
+
+def test_self_signed_webhook_certificate_matches_service_and_ca_bundle(helm: Helm) -> None:
+    docs = helm.template()
+    secret = one(docs, "Secret")
+    hook = one(docs, "MutatingWebhookConfiguration")["webhooks"][0]
+    service = hook["clientConfig"]["service"]
+
+    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{service['name']}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    assert certificate.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    # The Service forwards to the operator's webhook port, which the operator's env names.
+    webhook_service = next(doc for doc in by_kind(docs, "Service") if doc["metadata"]["name"] == service["name"])
+    assert webhook_service["spec"]["ports"][0]["targetPort"] == "webhook"
+
+
+def test_webhook_registration_targets_labelled_pods_only(helm: Helm) -> None:
+    hook = one(helm.template(), "MutatingWebhookConfiguration")["webhooks"][0]
+
+    assert hook["clientConfig"]["service"]["path"] == f"/{WEBHOOK_ID}"
+    assert hook["objectSelector"] == {"matchExpressions": [{"key": "hybridroute.io/policy", "operator": "Exists"}]}
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["sideEffects"] == "None"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+
+
+def test_cert_manager_mode_uses_a_certificate_and_ca_injection(helm: Helm) -> None:
+    docs = helm.template([CHART / "ci" / "cert-manager-values.yaml"])
+    configuration = one(docs, "MutatingWebhookConfiguration")
+    certificate = one(docs, "Certificate")
+
+    assert by_kind(docs, "Secret") == []
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    injected_from = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    assert injected_from == f"{NAMESPACE}/{certificate['metadata']['name']}"
+    assert certificate["spec"]["issuerRef"]["name"] == one(docs, "Issuer")["metadata"]["name"]
+    assert certificate["spec"]["secretName"] == operator_tls_secret(docs)
+
+
+def test_cert_manager_with_an_existing_issuer_creates_none(helm: Helm) -> None:
+    docs = helm.template(
+        set_values={"webhook.tls.mode": "certManager", "webhook.tls.certManager.issuerRef.name": "corp-ca"}
+    )
+
+    assert by_kind(docs, "Issuer") == []
+    assert one(docs, "Certificate")["spec"]["issuerRef"]["name"] == "corp-ca"
+
+
+def operator_tls_secret(docs: list[dict[str, Any]]) -> str:
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    name: str = next(volume for volume in volumes if volume["name"] == "webhook-tls")["secret"]["secretName"]
+    return name
+
+
+def test_operator_env_parses_into_webhook_settings(helm: Helm) -> None:
+    docs = helm.template(set_values={"injection.image.tag": "1.2.3", "injection.port": "8123"})
+    env = {item["name"]: item["value"] for item in operator_container(docs)["env"] if "value" in item}
+
+    settings = WebhookSettings.from_environment(env)
+
+    assert settings is not None
+    assert settings.injection.image == "ghcr.io/hybridroute/hybridroute-router:1.2.3"
+    assert settings.injection.port == 8123
+    assert settings.injection.listen_address == "127.0.0.1"
+    assert settings.injection.resources["limits"] == {"memory": "256Mi"}
+    mounts = {mount["name"]: mount["mountPath"] for mount in operator_container(docs)["volumeMounts"]}
+    assert str(settings.cert_dir) == mounts["webhook-tls"]
+    assert settings.port == 9443
+
+
+def test_webhook_off_renders_no_webhook_and_the_operator_knows(helm: Helm) -> None:
+    docs = helm.template(set_values={"webhook.enabled": "false"})
+    env = {item["name"]: item["value"] for item in operator_container(docs)["env"] if "value" in item}
+
+    assert by_kind(docs, "MutatingWebhookConfiguration") == []
+    assert WebhookSettings.from_environment(env) is None
+
+
+def test_image_digest_wins_over_tag(helm: Helm) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = helm.template(set_values={"image.digest": digest, "image.tag": "ignored"})
+
+    assert operator_container(docs)["image"] == f"ghcr.io/hybridroute/hybridroute-operator@{digest}"
+
+
+@pytest.mark.parametrize(
+    ("flag", "setting", "expected"),
+    [
+        ("--set", "replicaCount=two", "/replicaCount"),
+        ("--set", "replicaCount=0", "/replicaCount"),
+        ("--set", "webhook.failurePolicy=Sometimes", "/webhook/failurePolicy"),
+        ("--set", "webhook.tls.mode=vault", "/webhook/tls/mode"),
+        ("--set", "webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
+        ("--set", "injection.port=80", "/injection/port"),
+        ("--set", "operator.logLevel=chatty", "/operator/logLevel"),
+        ("--set-string", "crds.enabled=yes", "/crds/enabled"),
+        ("--set", "replicas=3", "'replicas' not allowed"),
+        ("--set", "webhook.certManager=true", "'certManager' not allowed"),
+        ("--set", "image.digest=latest", "/image/digest"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(helm: Helm, flag: str, setting: str, expected: str) -> None:
+    result = helm.run(*helm.template_args(), flag, setting, check=False)
+
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert expected in result.stderr
+
+
+def test_pod_monitor_refuses_a_loopback_router(helm: Helm) -> None:
+    result = helm.run(*helm.template_args(set_values={"metrics.podMonitor.enabled": "true"}), check=False)
+
+    assert result.returncode != 0
+    assert "injection.listenAddress=0.0.0.0" in result.stderr
+
+
+def test_pod_monitor_scrapes_the_router_port_name(helm: Helm) -> None:
+    docs = helm.template([CHART / "ci" / "monitoring-enabled-values.yaml"])
+
+    endpoints = one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert [endpoint["port"] for endpoint in endpoints] == [ROUTER_PORT_NAME]
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the router's registry can produce (counters gain _total, histograms _bucket...)."""
+    names: set[str] = set()
+    for metric in RouterMetrics().registry.collect():
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_sum", "_count"),
+            "gauge": ("",),
+        }[metric.type]
+        names |= {metric.name + suffix for suffix in suffixes}
+    return names
+
+
+def test_alerts_and_dashboard_query_metrics_the_router_exports(helm: Helm) -> None:
+    docs = helm.template([CHART / "ci" / "monitoring-enabled-values.yaml"])
+    rules = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    dashboard = json.loads(one(docs, "ConfigMap")["data"]["hybridroute.json"])
+
+    alerts = {rule["alert"] for rule in rules}
+    assert alerts == {
+        "HybridrouteBreakerOpen",
+        "HybridrouteP95LatencyHigh",
+        "HybridroutePrivacyBlocksSpike",
+        "HybridrouteBudgetReached",
+    }
+    queries = [rule["expr"] for rule in rules]
+    queries += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for query in queries for name in re.findall(r"\bhybridroute_[a-z_]+", query)}
+    assert used
+    assert used <= exported_metric_names(), used - exported_metric_names()
+
+
+def test_budget_alert_only_with_a_budget(helm: Helm) -> None:
+    docs = helm.template(set_values={"metrics.prometheusRule.enabled": "true"})
+
+    alerts = {rule["alert"] for rule in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+    assert "HybridrouteBudgetReached" not in alerts
