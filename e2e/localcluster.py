@@ -342,9 +342,14 @@ class LocalCluster:
             return None
 
     # -- clients -------------------------------------------------------------------------------------
+    @property
+    def kubectl_path(self) -> Path:
+        """The built kubectl binary (the version matching the server)."""
+        return self._bin("kubectl")
+
     def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None) -> str:
         """Run the built kubectl as cluster-admin (or as `kubeconfig`'s user); stdout, else KubectlError."""
-        argv = [str(self._bin("kubectl")), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        argv = [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise KubectlError(args, proc.returncode, proc.stdout, proc.stderr)

@@ -90,7 +90,9 @@ def running_pid(state_dir: Path, name: str) -> int | None:
         return None
     record = json.loads(pidfile.read_text())
     pid = int(record["pid"])
-    _reap(pid)
+    child = _children.get(pid)
+    if child is not None:  # started by this interpreter: its Popen knows for sure
+        return pid if child.poll() is None else None
     argv: list[str] = record["argv"]
     cmdline = _cmdline(pid)
     # A suffix match: for a `#!` script the kernel puts the interpreter in front of the recorded argv.
