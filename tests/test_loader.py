@@ -1,0 +1,178 @@
+"""Config sources: file (YAML/JSON, hot reload, refusal keeps the last good one), ConfigMap watch, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from kubernetes import client
+
+from hybridroute_router.config import CONFIGMAP_KEY, ConfigError, SecretKeyRef, secret_env_name
+from hybridroute_router.loader import ConfigHolder, ConfigMapSource, FileSource, load_config_file
+from hybridroute_router.secrets import SECRETS_DIR_ENV, MissingApiKey, resolve_api_key
+from tests.fixtures.upstreams import endpoint, router_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "standalone.yaml"
+
+
+def document(*aliases: str, url: str = "http://127.0.0.1:9/v1") -> dict[str, Any]:
+    return {"modelAliases": list(aliases), "endpoints": [endpoint("local-a", url)]}
+
+
+def watched(tmp_path: Path, content: dict[str, Any]) -> tuple[ConfigHolder, FileSource, Path, list[str]]:
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(content))
+    holder = ConfigHolder()
+    refusals: list[str] = []
+    holder.on_refused(lambda source, reason: refusals.append(reason))
+    return holder, FileSource(path, holder), path, refusals
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace the file's content with a visibly new stat (mtime resolution can be coarse)."""
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_file_source_loads_then_swaps_on_change(tmp_path: Path) -> None:
+    holder, source, path, _ = watched(tmp_path, document("auto"))
+    swaps: list[list[str]] = []
+    holder.on_swap(lambda config: swaps.append(config.model_aliases))
+
+    assert source.check() is True
+    assert source.check() is None  # unchanged file: nothing to do
+    rewrite(path, yaml.safe_dump(document("auto", "fast")))
+    assert source.check() is True
+
+    assert swaps == [["auto"], ["auto", "fast"]]
+    assert holder.current is not None
+    assert holder.current.config_hash.startswith("sha256:")
+
+
+def test_invalid_file_is_refused_and_the_last_good_config_keeps_serving(tmp_path: Path) -> None:
+    holder, source, path, refusals = watched(tmp_path, document("auto"))
+    source.check()
+    good = holder.current
+
+    rewrite(path, yaml.safe_dump({"endpoints": []}))
+    assert source.check() is False
+    rewrite(path, "endpoints: [unclosed")
+    assert source.check() is False
+
+    assert holder.current is good
+    assert len(refusals) == 2
+    assert "endpoints" in refusals[0]
+
+
+def test_configmap_json_and_standalone_yaml_load_alike(tmp_path: Path) -> None:
+    config = router_config(endpoint("local-a", "http://127.0.0.1:9/v1"))
+    as_json = tmp_path / CONFIGMAP_KEY
+    as_json.write_text(config.to_json())  # exactly what the operator writes into the ConfigMap
+    as_yaml = tmp_path / "same.yaml"
+    as_yaml.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude={"config_hash"})))
+
+    assert load_config_file(as_json) == load_config_file(as_yaml)
+
+
+def test_a_tampered_configmap_document_is_refused(tmp_path: Path) -> None:
+    config = orjson.loads(router_config(endpoint("local-a", "http://127.0.0.1:9/v1")).to_json())
+    config["modelAliases"] = ["edited-by-hand"]
+    path = tmp_path / CONFIGMAP_KEY
+    path.write_bytes(orjson.dumps(config))
+
+    with pytest.raises(ConfigError, match="does not match"):
+        load_config_file(path)
+
+
+def test_the_standalone_example_is_valid() -> None:
+    config = load_config_file(EXAMPLE)
+
+    assert {endpoint.type for endpoint in config.endpoints} == {"local", "cloud"}
+
+
+def test_cli_router_hot_reloads_and_refuses_bad_documents(
+    upstream_sim: Any, router_process: Any, tmp_path: Path
+) -> None:
+    sim = upstream_sim("local")
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(document("auto", url=sim.base_url)))
+    running = router_process(path)
+
+    def aliases() -> list[str]:
+        with urllib.request.urlopen(f"{running.base_url}/models", timeout=5) as response:
+            return [model["id"] for model in orjson.loads(response.read())["data"]]
+
+    def eventually(predicate: Any, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False
+
+    rewrite(path, yaml.safe_dump(document("auto", "fast", url=sim.base_url)))
+    assert eventually(lambda: aliases() == ["auto", "fast"])
+
+    rewrite(path, yaml.safe_dump({"endpoints": [{"name": "Bad Name", "type": "local"}]}))
+    assert eventually(lambda: "config refused" in running.log())
+    with urllib.request.urlopen(f"{running.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert f'hybridroute_config_reload_failures_total{{source="file:{path}"}} 1.0' in metrics
+    assert aliases() == ["auto", "fast"]
+
+
+@pytest.mark.cluster
+async def test_configmap_source_follows_the_operator_configmap(
+    local_cluster: Any, kube_api: client.ApiClient, k8s_namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    first = router_config(endpoint("local-a", "http://127.0.0.1:9/v1"))
+    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="policy-a"), data={CONFIGMAP_KEY: first.to_json()})
+    core.create_namespaced_config_map(k8s_namespace, body)
+    holder = ConfigHolder()
+    events: asyncio.Queue[str] = asyncio.Queue()  # listeners run on this loop (the watch thread posts to it)
+    holder.on_swap(lambda config: events.put_nowait("swap"))
+    holder.on_refused(lambda source, reason: events.put_nowait("refused"))
+    source = ConfigMapSource(k8s_namespace, "policy-a", holder, kubeconfig=str(local_cluster.kubeconfig), retry_s=0.2)
+    task = asyncio.create_task(source.run())
+    try:
+        assert await asyncio.wait_for(events.get(), 20) == "swap"
+        assert holder.current is not None
+        assert holder.current.config_hash == first.finalize().config_hash
+
+        second = first.model_copy(update={"model_aliases": ["auto", "big"]})
+        core.patch_namespaced_config_map("policy-a", k8s_namespace, {"data": {CONFIGMAP_KEY: second.to_json()}})
+        assert await asyncio.wait_for(events.get(), 20) == "swap"
+        assert holder.current.model_aliases == ["auto", "big"]
+
+        core.patch_namespaced_config_map("policy-a", k8s_namespace, {"data": {CONFIGMAP_KEY: "{not json"}})
+        assert await asyncio.wait_for(events.get(), 20) == "refused"
+        assert holder.current.model_aliases == ["auto", "big"]
+    finally:
+        task.cancel()
+
+
+def test_api_key_resolution_order(tmp_path: Path) -> None:
+    from hybridroute_router.config import ApiKeyRef
+
+    ref = SecretKeyRef(name="openai", key="api-key")
+    (tmp_path / "openai").mkdir()
+    (tmp_path / "openai" / "api-key").write_text("from-file\n")
+
+    assert resolve_api_key(None, {}) is None
+    assert resolve_api_key(ApiKeyRef(env="MY_KEY", secret_ref=ref), {"MY_KEY": "from-env"}) == "from-env"
+    derived = {secret_env_name(ref): "from-derived-env"}
+    assert resolve_api_key(ApiKeyRef(env="MY_KEY", secret_ref=ref), derived) == "from-derived-env"
+    assert resolve_api_key(ApiKeyRef(secret_ref=ref), {SECRETS_DIR_ENV: str(tmp_path)}) == "from-file"
+    with pytest.raises(MissingApiKey) as caught:
+        resolve_api_key(ApiKeyRef(env="MY_KEY", secret_ref=ref), {SECRETS_DIR_ENV: str(tmp_path / "none")})
+    assert "$MY_KEY" in str(caught.value)
+    assert "openai/api-key" in str(caught.value)
