@@ -308,6 +308,12 @@ def main() -> None:
     sim = UpstreamSim(name=args.name, behavior=behavior)
     # Request recording is for tests; a long-running simulator (demo, benchmark) must not grow forever.
     sim.requests = _BoundedLog()
+    try:  # as a benchmark peer the simulator must not be the bottleneck: uvloop when available
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     web.run_app(sim.app(), host=args.host, port=args.port, access_log=None, print=None)
 
 
