@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import http.server
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jsonpatch
@@ -16,6 +21,7 @@ from hybridroute_operator.injection import (
     SKIP_CONTAINERS_ANNOTATION,
     InjectionSettings,
     build_patch,
+    router_container,
     secret_refs,
 )
 from hybridroute_router.config import ApiKeyRef, EndpointConfig, RouterConfig, SecretKeyRef, secret_env_name
@@ -152,3 +158,35 @@ def test_secret_refs_come_from_the_compiled_config() -> None:
     )
 
     assert secret_refs(config) == [anthropic, OPENAI_KEY]
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    """/readyz answers 503 (no config yet), everything else 200."""
+
+    def do_GET(self) -> None:
+        self.send_response(503 if self.path == "/readyz" else 200)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def health_port() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("probe", "passes"), [("livenessProbe", True), ("startupProbe", False)])
+def test_probes_run_in_the_container_against_loopback(health_port: int, probe: str, passes: bool) -> None:
+    container = router_container([], InjectionSettings(image="router", port=health_port))
+    command = container[probe]["exec"]["command"]
+    assert command[0] == "python"
+
+    result = subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30)
+
+    assert (result.returncode == 0) is passes
