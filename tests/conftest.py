@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.upstreams",
     "tests.fixtures.prometheus",
+    "tests.fixtures.helm",
 ]
