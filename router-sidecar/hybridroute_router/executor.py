@@ -171,6 +171,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
@@ -459,42 +465,57 @@ class Executor:
         breaker: CircuitBreaker,
         breaker_slot: bool,
     ) -> AsyncGenerator[bytes, None]:
-        """Forward the committed stream; failures from here on go in-band."""
+        """Forward the committed stream; failures from here on go in-band.
+
+        The stream's bookkeeping (breaker verdict, metrics, log line) happens before its last bytes
+        (`[DONE]` or the in-band error) are handed on, so whoever sees the end also sees it counted.
+        """
         endpoint = candidate.endpoint
-        policy = request.config.policy.name
-        outcome = "client_disconnected"
-        try:
-            out = relay.feed(committed.first)
-            if out:
-                yield out
-            async for chunk in committed.chunks:
-                out = relay.feed(chunk)
-                if out:
-                    yield out
-            tail = relay.finish()
-            if tail:
-                yield tail
-            outcome = "success"
-        except (UpstreamTimeoutError, UpstreamConnectError) as exc:
-            kind = "timeout" if isinstance(exc, UpstreamTimeoutError) else "connect"
-            outcome = "stream_error"
-            breaker.record_failure(kind)
-            self.metrics.observe_attempt(policy, endpoint.name, kind, self.clock() - sent_at)
-            trail.failures.append(f"{endpoint.name}: {kind} after the stream started")
-            yield sse_error_event(
-                f"upstream {endpoint.name} failed after the response started ({kind})", "upstream_error", kind
-            )
-        finally:
+        settled = False
+
+        def settle(outcome: str, kind: str | None = None) -> None:
+            nonlocal settled
+            settled = True
             committed.response.close()
             self.limiter.release(endpoint.name)
             duration = self.clock() - sent_at
+            policy = request.config.policy.name
             if outcome == "success":
                 breaker.record_success(duration)
                 self.metrics.observe_attempt(policy, endpoint.name, "ok", duration)
                 self._meter(request, candidate, relay.usage)
-            elif outcome == "client_disconnected" and breaker_slot:
-                breaker.release()  # no verdict on the endpoint: the client left
+            elif kind is not None:
+                breaker.record_failure(kind)
+                self.metrics.observe_attempt(policy, endpoint.name, kind, duration)
+                trail.failures.append(f"{endpoint.name}: {kind} after the stream started")
+            elif breaker_slot:
+                breaker.release()  # the client left: no verdict on the endpoint
             self._finish(request, endpoint.name, outcome, 200, trail)
+
+        held = b""
+        try:
+            async for chunk in _starting_with(committed.first, committed.chunks):
+                out = relay.feed(chunk)
+                if held:
+                    yield held
+                    held = b""
+                if out.rstrip().endswith(b"[DONE]"):
+                    held = out  # the end marker waits for the upstream's EOF and the bookkeeping
+                elif out:
+                    yield out
+            held += relay.finish()
+            settle("success")
+        except (UpstreamTimeoutError, UpstreamConnectError) as exc:
+            kind = "timeout" if isinstance(exc, UpstreamTimeoutError) else "connect"
+            settle("stream_error", kind)
+            held += sse_error_event(
+                f"upstream {endpoint.name} failed after the response started ({kind})", "upstream_error", kind
+            )
+        finally:
+            if not settled:
+                settle("client_disconnected")
+        if held:
+            yield held
 
     def _finish(self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail) -> None:
         config = request.config
