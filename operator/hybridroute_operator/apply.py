@@ -95,6 +95,7 @@ class Cluster:
                 plural,
                 name,
                 {"status": dict(status)},
+                field_manager=FIELD_MANAGER,
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT_SECONDS,

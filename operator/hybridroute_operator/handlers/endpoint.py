@@ -41,7 +41,7 @@ def pool_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
     state_of(memo).endpoint_doorbells.ring((namespace or "", labels[render.ENDPOINT_LABEL]))
 
 
-@kopf.daemon(GROUP, VERSION, ENDPOINT_PLURAL, cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, ENDPOINT_PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
 async def endpoint_reconciler(
     body: kopf.Body,
     namespace: str | None,

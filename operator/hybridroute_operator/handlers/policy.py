@@ -58,7 +58,7 @@ def policy_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> Non
     state_of(memo).policy_doorbells.ring((namespace or "", name))
 
 
-@kopf.daemon(GROUP, VERSION, POLICY_PLURAL, cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, POLICY_PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
 async def policy_reconciler(
     body: kopf.Body,
     namespace: str | None,

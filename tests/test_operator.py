@@ -1,0 +1,381 @@
+"""The operator against the real local control plane: children, readiness, Secrets, probes, policies.
+
+Each test runs the real `hybridroute-operator` CLI as a subprocess watching only the test's namespace
+(resync 1 s so level-based re-checks show up quickly), and polls the API with bounded timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from e2e.localcluster import LocalCluster
+from e2e.upstream_sim import UpstreamSim
+from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
+from hybridroute_operator.compile import CONFIG_HASH_ANNOTATION
+from hybridroute_operator.render import SPEC_HASH_ANNOTATION
+from hybridroute_router.config import CONFIGMAP_KEY, parse_config
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+CRD_FILES = sorted((ROOT / "crds").glob("hybridroute.io_*.yaml"))
+SECRET_VALUE = "sk-test-never-copied-0123456789"
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+class Kube:
+    """The few API calls these tests make, against one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+
+    def create(self, plural: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+        kind = "InferenceEndpoint" if plural == ENDPOINT_PLURAL else "RoutingPolicy"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, name, {"spec": spec}, _content_type="application/merge-patch+json"
+        )
+
+    def delete(self, plural: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+
+    def condition(self, plural: str, name: str, condition_type: str) -> dict[str, Any] | None:
+        found = self.get(plural, name) or {}
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == condition_type), None)
+
+    def condition_is(self, plural: str, name: str, condition_type: str, status: str, reason: str) -> bool:
+        condition = self.condition(plural, name, condition_type)
+        return condition is not None and (condition["status"], condition["reason"]) == (status, reason)
+
+    def deployment(self, name: str) -> client.V1Deployment | None:
+        try:
+            return self.apps.read_namespaced_deployment(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def service_exists(self, name: str) -> bool:
+        try:
+            self.core.read_namespaced_service(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def config_map(self, name: str) -> client.V1ConfigMap | None:
+        try:
+            return self.core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_secret(self, name: str) -> None:
+        self.core.create_namespaced_secret(
+            self.namespace,
+            client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"api-key": SECRET_VALUE}),
+        )
+
+    def events(self, name: str, reason: str) -> list[client.CoreV1Event]:
+        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+        return [event for event in listed.items if event.reason == reason]
+
+
+@pytest.fixture(scope="session")
+def hybridroute_crds(local_cluster: LocalCluster) -> None:
+    arguments = ["apply", "--server-side", "--force-conflicts", "--field-manager=hybridroute-tests"]
+    for path in CRD_FILES:
+        arguments += ["-f", str(path)]
+    local_cluster.kubectl(*arguments)
+    local_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/inferenceendpoints.hybridroute.io",
+        "crd/routingpolicies.hybridroute.io",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture
+def kube(kube_api: client.ApiClient, k8s_namespace: str, hybridroute_crds: None) -> Kube:
+    return Kube(kube_api, k8s_namespace)
+
+
+@pytest.fixture
+def running_operator(local_cluster: LocalCluster, kube: Kube, tmp_path: Path) -> Iterator[Path]:
+    """The operator CLI watching the test namespace; yields its log file. Cleans up before it stops."""
+    log_path = tmp_path / "operator.log"
+    environment = {
+        **os.environ,
+        "KUBECONFIG": str(local_cluster.kubeconfig),
+        "HYBRIDROUTE_RESYNC_SECONDS": "1",
+        "HYBRIDROUTE_PROBE_TIMEOUT_SECONDS": "1",
+    }
+    command = [sys.executable, "-m", "hybridroute_operator.cli", "--standalone", "--namespace", kube.namespace]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield log_path
+        # Our objects carry the operator's finalizer: delete them while it still runs.
+        for plural in (POLICY_PLURAL, ENDPOINT_PLURAL):
+            listed = kube.custom.list_namespaced_custom_object(GROUP, VERSION, kube.namespace, plural)
+            for item in listed["items"]:
+                kube.delete(plural, item["metadata"]["name"])
+            eventually(
+                lambda plural=plural: (
+                    not kube.custom.list_namespaced_custom_object(  # type: ignore[misc]
+                        GROUP, VERSION, kube.namespace, plural
+                    )["items"]
+                ),
+                f"{plural} deleted",
+            )
+        assert process.poll() is None, "the operator exited during the test:\n" + log_path.read_text()[-4000:]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
+
+
+def test_managed_pool_lifecycle(local_cluster: LocalCluster, kube: Kube, running_operator: Path) -> None:
+    kube.create(
+        ENDPOINT_PLURAL,
+        "llama",
+        {
+            "type": "local",
+            "local": {
+                "server": "vllm",
+                "model": "meta-llama/Llama-3.1-8B-Instruct",
+                "quantization": "awq",
+                "maxContextTokens": 8192,
+                "gpu": {"count": 1, "product": "NVIDIA-A100-SXM4-80GB"},
+            },
+        },
+    )
+    deployment = eventually(lambda: kube.deployment("llama"), "the pool's Deployment")
+    assert kube.service_exists("llama")
+    pod_spec = deployment.spec.template.spec
+    server = pod_spec.containers[0]
+    assert server.resources.limits == {"nvidia.com/gpu": "1"}
+    assert server.args[server.args.index("--quantization") + 1] == "awq"
+    assert server.args[server.args.index("--max-model-len") + 1] == "8192"
+    assert pod_spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    owner = deployment.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("InferenceEndpoint", "llama", True)
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "llama", "Progressing", "True", "DeploymentProgressing"),
+        "Progressing=True before any pod is ready",
+    )
+
+    # The stand-in kubelet binds the pod to a GPU node and reports it ready.
+    local_cluster.register_fake_node(labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"})
+    eventually(lambda: local_cluster.mark_pods_ready(kube.namespace, "hybridroute.io/endpoint=llama"), "a ready pod")
+    eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "llama", "Ready", "True", "DeploymentReady"), "Ready=True")
+    status = (kube.get(ENDPOINT_PLURAL, "llama") or {})["status"]
+    assert status["readyReplicas"] == 1
+    assert status["url"] == f"http://llama.{kube.namespace}.svc:8000/v1"
+    assert status["observedGeneration"] == 1
+
+    # A spec change rolls the Deployment: a new pod template (hash) with the new arguments.
+    before = deployment.spec.template.metadata.annotations[SPEC_HASH_ANNOTATION]
+    kube.patch_spec(ENDPOINT_PLURAL, "llama", {"local": {"quantization": "gptq"}})
+
+    def rolled() -> client.V1Deployment | None:
+        current = kube.deployment("llama")
+        annotations = current.spec.template.metadata.annotations if current else {}
+        return current if annotations[SPEC_HASH_ANNOTATION] != before else None
+
+    rolled_deployment = eventually(rolled, "the Deployment's pod template to change")
+    args = rolled_deployment.spec.template.spec.containers[0].args
+    assert args[args.index("--quantization") + 1] == "gptq"
+    eventually(lambda: (kube.get(ENDPOINT_PLURAL, "llama") or {})["status"]["observedGeneration"] == 2, "generation 2")
+
+    # Status only: the operator never changed spec (generation moved once, for our own patch).
+    endpoint = kube.get(ENDPOINT_PLURAL, "llama") or {}
+    assert endpoint["metadata"]["generation"] == 2
+    assert endpoint["spec"]["local"]["quantization"] == "gptq"
+    operator_writes = [e for e in endpoint["metadata"]["managedFields"] if e["manager"] == "hybridroute-operator"]
+    assert operator_writes, "the operator's status writes carry its field manager"
+    assert {entry.get("subresource") for entry in operator_writes} == {"status"}
+
+    # Deleting the endpoint garbage-collects its children (the real controller-manager does it).
+    kube.delete(ENDPOINT_PLURAL, "llama")
+    eventually(lambda: kube.get(ENDPOINT_PLURAL, "llama") is None, "the endpoint gone (finalizer released)")
+    # The garbage collector discovers new resource types (our CRDs) on a 30 s cycle, so the first
+    # collection in a fresh control plane can take that long on top of its own work.
+    eventually(
+        lambda: kube.deployment("llama") is None and not kube.service_exists("llama"),
+        "children collected",
+        timeout=90,
+    )
+
+
+def test_cloud_endpoint_waits_for_its_secret(kube: Kube, running_operator: Path) -> None:
+    kube.create(
+        ENDPOINT_PLURAL,
+        "openai",
+        {
+            "type": "cloud",
+            "cloud": {"provider": "openai", "model": "gpt-4o-mini", "apiKeySecretRef": {"name": "openai", "key": "k"}},
+        },
+    )
+    eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "False", "SecretMissing"), "SecretMissing")
+    assert kube.events("openai", "SecretMissing"), "a Warning event explains the missing Secret"
+    kube.create_secret("openai")
+    eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "True", "SecretFound"), "Ready=True")
+    endpoint = kube.get(ENDPOINT_PLURAL, "openai") or {}
+    assert SECRET_VALUE not in str(endpoint)
+    assert endpoint["status"]["url"] == "https://api.openai.com/v1"
+
+
+def test_existing_server_is_probed(
+    kube: Kube, running_operator: Path, upstream_sim: Callable[..., UpstreamSim]
+) -> None:
+    sim = upstream_sim("workstation")
+    kube.create(ENDPOINT_PLURAL, "workstation", {"type": "local", "local": {"url": sim.base_url, "model": "m"}})
+    kube.create(ENDPOINT_PLURAL, "gone", {"type": "local", "local": {"url": "http://127.0.0.1:9/v1", "model": "m"}})
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "workstation", "Ready", "True", "EndpointReachable"), "reachable"
+    )
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "gone", "Ready", "False", "EndpointUnreachable"), "unreachable"
+    )
+
+
+def secret_free_config(kube: Kube, name: str) -> tuple[client.V1ConfigMap, str]:
+    config_map = kube.config_map(name)
+    assert config_map is not None
+    document = config_map.data[CONFIGMAP_KEY]
+    assert SECRET_VALUE not in document
+    return config_map, document
+
+
+def test_policy_compiles_recompiles_and_keeps_the_last_good_config(kube: Kube, running_operator: Path) -> None:
+    kube.create_secret("openai")
+    kube.create(
+        ENDPOINT_PLURAL,
+        "cloud",
+        {
+            "type": "cloud",
+            "cloud": {
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "apiKeySecretRef": {"name": "openai", "key": "api-key"},
+            },
+        },
+    )
+    kube.create(
+        POLICY_PLURAL,
+        "default",
+        {"endpoints": [{"name": "cloud"}, {"name": "local"}], "rollout": {"localPercent": 10}},
+    )
+
+    # The referenced local endpoint does not exist yet: compiled unavailable, named in ResolvedRefs.
+    eventually(lambda: kube.condition_is(POLICY_PLURAL, "default", "Ready", "True", "Compiled"), "first compile")
+    eventually(
+        lambda: kube.condition_is(POLICY_PLURAL, "default", "ResolvedRefs", "False", "EndpointsMissing"), "missing ref"
+    )
+    assert "local" in (kube.condition(POLICY_PLURAL, "default", "ResolvedRefs") or {})["message"]
+    eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "cloud", "Ready", "True", "SecretFound"), "cloud ready")
+
+    def published_hash() -> str | None:
+        policy = kube.get(POLICY_PLURAL, "default") or {}
+        config_map = kube.config_map("default")
+        status_hash = (policy.get("status") or {}).get("configHash")
+        if config_map is None or config_map.metadata.annotations.get(CONFIG_HASH_ANNOTATION) != status_hash:
+            return None
+        config = parse_config(config_map.data[CONFIGMAP_KEY])
+        cloud = config.endpoint("cloud")
+        return status_hash if cloud is not None and cloud.available else None
+
+    first_hash = eventually(published_hash, "a config with the cloud endpoint available")
+    config_map, document = secret_free_config(kube, "default")
+    config = parse_config(document)
+    assert config.policy.name == "default"
+    assert config.rollout.local_percent == 10
+    missing = config.endpoint("local")
+    assert missing is not None
+    assert missing.available is False
+    owner = config_map.metadata.owner_references[0]
+    assert (owner.kind, owner.name) == ("RoutingPolicy", "default")
+
+    # The endpoint appears (and is compiled in), then changes: each gives a new hash.
+    kube.create(ENDPOINT_PLURAL, "local", {"type": "local", "local": {"url": "http://127.0.0.1:9/v1", "model": "m"}})
+    second_hash = eventually(
+        lambda: (h := published_hash()) and h != first_hash and h, "a new hash once the endpoint exists"
+    )
+    kube.patch_spec(ENDPOINT_PLURAL, "cloud", {"priority": 7})
+
+    def cloud_priority_is_seven() -> bool:
+        current = kube.config_map("default")
+        endpoint = parse_config(current.data[CONFIGMAP_KEY]).endpoint("cloud") if current else None
+        return endpoint is not None and endpoint.priority == 7
+
+    eventually(cloud_priority_is_seven, "the endpoint change in the config")
+    third_hash = eventually(lambda: (h := published_hash()) and h not in (first_hash, second_hash) and h, "new hash")
+    good = kube.config_map("default")
+    assert good is not None
+
+    # A policy the schema accepts but the compiler cannot: a rule names an endpoint it does not select.
+    kube.patch_spec(POLICY_PLURAL, "default", {"rules": [{"name": "typo", "action": {"endpoints": ["clod"]}}]})
+    eventually(lambda: kube.condition_is(POLICY_PLURAL, "default", "Ready", "False", "CompileFailed"), "CompileFailed")
+    assert "clod" in (kube.condition(POLICY_PLURAL, "default", "Ready") or {})["message"]
+    eventually(lambda: kube.events("default", "CompileFailed"), "a CompileFailed event")
+    policy = kube.get(POLICY_PLURAL, "default") or {}
+    assert policy["status"]["configHash"] == third_hash
+    assert policy["status"]["observedGeneration"] == policy["metadata"]["generation"]
+    kept = kube.config_map("default")
+    assert kept is not None
+    assert kept.metadata.resource_version == good.metadata.resource_version  # untouched
+    assert kept.data == good.data
