@@ -248,6 +248,9 @@ def test_managed_pool_lifecycle(local_cluster: LocalCluster, kube: Kube, running
     operator_writes = [e for e in endpoint["metadata"]["managedFields"] if e["manager"] == "hybridroute-operator"]
     assert operator_writes, "the operator's status writes carry its field manager"
     assert {entry.get("subresource") for entry in operator_writes} == {"status"}
+    # kopf's own bookkeeping: only its finalizer, under our prefix; no annotations at all.
+    assert endpoint["metadata"]["finalizers"] == ["hybridroute.io/finalizer"]
+    assert not endpoint["metadata"].get("annotations")
 
     # Deleting the endpoint garbage-collects its children (the real controller-manager does it).
     kube.delete(ENDPOINT_PLURAL, "llama")
