@@ -45,7 +45,7 @@ from .executor import Executor, RoutedRequest, Served
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
 from .metrics import RouterMetrics
-from .p95 import P95Evaluator
+from .p95 import EvaluationStatus, P95Evaluator
 from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
 from .upstream import AiohttpTransport, Transport
@@ -108,6 +108,7 @@ class RouterApp:
         self.executor.breakers.on_transition(self._log_transition)
         holder.on_swap(self._on_config)
         self.metrics.follow_breakers(self._breaker_states)
+        self.metrics.follow_p95(self._p95_status)
 
     def _on_config(self, config: RouterConfig) -> None:
         self.executor.configure(config)
@@ -118,6 +119,12 @@ class RouterApp:
         if config is None:
             return "", {}
         return config.policy.name, dict(self.executor.breakers.states())
+
+    def _p95_status(self) -> tuple[str, EvaluationStatus | None]:
+        config = self.holder.current
+        if config is None or self.p95 is None:
+            return "", None
+        return config.policy.name, self.p95.status
 
     @staticmethod
     def _log_transition(endpoint: str, old: str, new: str, reason: str) -> None:
@@ -213,6 +220,9 @@ class RouterApp:
             decision = self._decide(profile, config)
             if decision.private and any(rejection.filter == "privacy" for rejection in decision.rejected):
                 self.metrics.observe_privacy_block(policy, "kept-local" if decision.candidates else "rejected")
+            for rejection in decision.rejected:
+                if rejection.filter == "capacity":
+                    self.metrics.observe_capacity_skip(policy, rejection.endpoint)
             if not decision.candidates:
                 raise NoEligibleEndpoint(decision.error or "no eligible endpoint")
         except RouterError as exc:

@@ -6,7 +6,9 @@ template (config.PrometheusBreakerConfig.query) reads exactly that name and thos
 
 Hot path: labelled children are cached per label tuple, so a request costs dictionary lookups and a
 few float additions. The breaker-state gauge is filled at scrape time from the registry's states
-rather than on every transition, so it can never drift from the breakers themselves.
+rather than on every transition, so it can never drift from the breakers themselves; the p95
+evaluation gauges (`hybridroute_prometheus_up`, last evaluation time, `hybridroute_endpoint_p95_seconds`)
+are filled the same way from the evaluator's last status.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .p95 import EvaluationStatus
 
 # Up to 120 s: local models on small GPUs can take a minute or two for long generations.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120)
@@ -75,6 +79,30 @@ class RouterMetrics:
             ["policy", "endpoint", "state"],
             registry=r,
         )
+        self.prometheus_up = Gauge(
+            "hybridroute_prometheus_up",
+            "1 when the last p95 query to Prometheus answered, 0 when it failed; absent before the first.",
+            ["policy"],
+            registry=r,
+        )
+        self.prometheus_last_evaluation = Gauge(
+            "hybridroute_prometheus_last_evaluation_timestamp_seconds",
+            "Unix time of the last p95 evaluation, answered or not.",
+            ["policy"],
+            registry=r,
+        )
+        self.endpoint_p95 = Gauge(
+            "hybridroute_endpoint_p95_seconds",
+            "Endpoint p95 latency from the last evaluation; absent while unknown (no data, NaN, Prometheus down).",
+            ["policy", "endpoint"],
+            registry=r,
+        )
+        self.capacity_skips = Counter(
+            "hybridroute_capacity_skips",
+            "Requests that skipped an endpoint at its maxConcurrency in this router (shed, never queued).",
+            ["policy", "endpoint"],
+            registry=r,
+        )
         self.tokens = Counter(
             "hybridroute_tokens",
             "Tokens by endpoint and direction (input/output), from upstream usage or estimates.",
@@ -107,6 +135,7 @@ class RouterMetrics:
         )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._breaker_states: Callable[[], tuple[str, Mapping[str, str]]] | None = None
+        self._p95_status: Callable[[], tuple[str, EvaluationStatus | None]] | None = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -142,6 +171,9 @@ class RouterMetrics:
     def observe_privacy_block(self, policy: str, outcome: str) -> None:
         self._child(self.privacy_blocks, policy, outcome).inc()
 
+    def observe_capacity_skip(self, policy: str, endpoint: str) -> None:
+        self._child(self.capacity_skips, policy, endpoint).inc()
+
     # ---------------------------------------------------------------------------------------------
     # config and scrape
 
@@ -156,6 +188,10 @@ class RouterMetrics:
         """Register the source of (policy, {endpoint: state}) read at every scrape."""
         self._breaker_states = states
 
+    def follow_p95(self, status: Callable[[], tuple[str, EvaluationStatus | None]]) -> None:
+        """Register the source of (policy, last p95 evaluation status) read at every scrape."""
+        self._p95_status = status
+
     def render(self) -> bytes:
         if self._breaker_states is not None:
             policy, states = self._breaker_states()
@@ -163,4 +199,19 @@ class RouterMetrics:
             for endpoint, current in states.items():
                 for state in BREAKER_STATES:
                     self.breaker_state.labels(policy, endpoint, state).set(1 if state == current else 0)
+        if self._p95_status is not None:
+            self._render_p95(*self._p95_status())
         return generate_latest(self.registry)
+
+    def _render_p95(self, policy: str, status: EvaluationStatus | None) -> None:
+        # Unknown is left absent rather than exported as 0 or NaN, so "no data" never reads as "fast".
+        for gauge in (self.prometheus_up, self.prometheus_last_evaluation, self.endpoint_p95):
+            gauge.clear()
+        if status is None or status.up is None:
+            return
+        self.prometheus_up.labels(policy).set(1 if status.up else 0)
+        if status.last_evaluation is not None:
+            self.prometheus_last_evaluation.labels(policy).set(status.last_evaluation)
+        for endpoint, p95_ms in status.values.items():
+            if p95_ms is not None:
+                self.endpoint_p95.labels(policy, endpoint).set(p95_ms / 1000)
