@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.upstreams",
     "tests.fixtures.prometheus",
     "tests.fixtures.helm",
+    "tests.fixtures.operator",
 ]

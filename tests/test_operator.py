@@ -6,186 +6,21 @@ Each test runs the real `hybridroute-operator` CLI as a subprocess watching only
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from e2e.localcluster import LocalCluster
 from e2e.upstream_sim import UpstreamSim
-from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
+from hybridroute_operator.api import ENDPOINT_PLURAL, POLICY_PLURAL
 from hybridroute_operator.compile import CONFIG_HASH_ANNOTATION
 from hybridroute_operator.render import SPEC_HASH_ANNOTATION
 from hybridroute_router.config import CONFIGMAP_KEY, parse_config
+from tests.fixtures.operator import SECRET_VALUE, Kube, eventually
 
 pytestmark = pytest.mark.cluster
-
-ROOT = Path(__file__).resolve().parent.parent
-CRD_FILES = sorted((ROOT / "crds").glob("hybridroute.io_*.yaml"))
-SECRET_VALUE = "sk-test-never-copied-0123456789"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-
-
-class Kube:
-    """The few API calls these tests make, against one namespace."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-
-    def create(self, plural: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> None:
-        kind = "InferenceEndpoint" if plural == ENDPOINT_PLURAL else "RoutingPolicy"
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": kind,
-            "metadata": {"name": name, "labels": labels or {}},
-            "spec": spec,
-        }
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body)
-
-    def get(self, plural: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
-
-    def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name, {"spec": spec}, _content_type="application/merge-patch+json"
-        )
-
-    def delete(self, plural: str, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
-
-    def condition(self, plural: str, name: str, condition_type: str) -> dict[str, Any] | None:
-        found = self.get(plural, name) or {}
-        conditions = (found.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == condition_type), None)
-
-    def condition_is(self, plural: str, name: str, condition_type: str, status: str, reason: str) -> bool:
-        condition = self.condition(plural, name, condition_type)
-        return condition is not None and (condition["status"], condition["reason"]) == (status, reason)
-
-    def deployment(self, name: str) -> client.V1Deployment | None:
-        try:
-            return self.apps.read_namespaced_deployment(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def service_exists(self, name: str) -> bool:
-        try:
-            self.core.read_namespaced_service(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    def config_map(self, name: str) -> client.V1ConfigMap | None:
-        try:
-            return self.core.read_namespaced_config_map(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create_secret(self, name: str) -> None:
-        self.core.create_namespaced_secret(
-            self.namespace,
-            client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"api-key": SECRET_VALUE}),
-        )
-
-    def events(self, name: str, reason: str) -> list[client.CoreV1Event]:
-        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
-        return [event for event in listed.items if event.reason == reason]
-
-
-@pytest.fixture(scope="session")
-def hybridroute_crds(local_cluster: LocalCluster) -> None:
-    arguments = ["apply", "--server-side", "--force-conflicts", "--field-manager=hybridroute-tests"]
-    for path in CRD_FILES:
-        arguments += ["-f", str(path)]
-    local_cluster.kubectl(*arguments)
-    local_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/inferenceendpoints.hybridroute.io",
-        "crd/routingpolicies.hybridroute.io",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture
-def kube(kube_api: client.ApiClient, k8s_namespace: str, hybridroute_crds: None) -> Kube:
-    return Kube(kube_api, k8s_namespace)
-
-
-@pytest.fixture
-def running_operator(local_cluster: LocalCluster, kube: Kube, tmp_path: Path) -> Iterator[Path]:
-    """The operator CLI watching the test namespace; yields its log file. Cleans up before it stops."""
-    log_path = tmp_path / "operator.log"
-    environment = {
-        **os.environ,
-        "KUBECONFIG": str(local_cluster.kubeconfig),
-        "HYBRIDROUTE_RESYNC_SECONDS": "1",
-        "HYBRIDROUTE_PROBE_TIMEOUT_SECONDS": "1",
-    }
-    command = [sys.executable, "-m", "hybridroute_operator.cli", "--standalone", "--namespace", kube.namespace]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield log_path
-        # Our objects carry the operator's finalizer: delete them while it still runs.
-        for plural in (POLICY_PLURAL, ENDPOINT_PLURAL):
-            listed = kube.custom.list_namespaced_custom_object(GROUP, VERSION, kube.namespace, plural)
-            for item in listed["items"]:
-                kube.delete(plural, item["metadata"]["name"])
-            eventually(
-                lambda plural=plural: (
-                    not kube.custom.list_namespaced_custom_object(  # type: ignore[misc]
-                        GROUP, VERSION, kube.namespace, plural
-                    )["items"]
-                ),
-                f"{plural} deleted",
-            )
-        assert process.poll() is None, "the operator exited during the test:\n" + log_path.read_text()[-4000:]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 
 def test_managed_pool_lifecycle(local_cluster: LocalCluster, kube: Kube, running_operator: Path) -> None:

@@ -7,6 +7,8 @@ liveness endpoint, peering) is exactly kopf's.
 
 from __future__ import annotations
 
+import os
+
 import click
 import kopf.cli
 
@@ -53,6 +55,11 @@ def kopf_arguments(
 @click.option("-L", "--liveness", metavar="URL", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("-P", "--peering", metavar="NAME", help="Peering object name for several replicas (default hybridroute).")
 @click.option("-p", "--priority", type=int, help="Peering priority of this replica (highest is active).")
+@click.option(
+    "--prometheus-url",
+    metavar="URL",
+    help="Prometheus aggregating the routers' metrics: fills p95 and circuit in InferenceEndpoint status.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("-d", "--debug", is_flag=True, help="Log everything, kopf internals included.")
 @click.option(
@@ -72,6 +79,7 @@ def main(
     verbose: bool,
     debug: bool,
     log_format: str,
+    prometheus_url: str | None,
 ) -> None:
     """Run the hybridroute operator (InferenceEndpoints and RoutingPolicies)."""
     arguments = kopf_arguments(
@@ -85,6 +93,9 @@ def main(
         debug=debug,
         log_format=log_format,
     )
+    if prometheus_url:
+        # read by settings.Tuning in the same process (kopf owns the rest of the command line)
+        os.environ["HYBRIDROUTE_PROMETHEUS_URL"] = prometheus_url
     kopf.cli.main(args=arguments, prog_name="hybridroute-operator")
 
 

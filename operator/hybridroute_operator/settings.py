@@ -12,14 +12,18 @@ they applied, so additions under our own prefix are not drift):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from hybridroute_operator import webhook
 from hybridroute_operator.apply import Cluster
+from hybridroute_operator.fleet import EndpointKey, FleetObservation
 from hybridroute_operator.handlers import Doorbells
 
 ANNOTATION_PREFIX = "hybridroute.io"
@@ -35,6 +39,10 @@ class Tuning:
     """Bound on one health probe of an external server."""
     error_backoff_seconds: float = 2.0
     """First delay after a failed reconcile; doubles up to resync_seconds."""
+    prometheus_url: str | None = None
+    """Where the routers' metrics are aggregated; enables p95/circuit in InferenceEndpoint status."""
+    fleet_interval_seconds: float = 10.0
+    """How often the fleet view (p95, circuit) is read from Prometheus."""
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Tuning:
@@ -43,6 +51,8 @@ class Tuning:
             resync_seconds=float(source.get("HYBRIDROUTE_RESYNC_SECONDS", cls.resync_seconds)),
             probe_timeout_seconds=float(source.get("HYBRIDROUTE_PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)),
             error_backoff_seconds=float(source.get("HYBRIDROUTE_ERROR_BACKOFF_SECONDS", cls.error_backoff_seconds)),
+            prometheus_url=source.get("HYBRIDROUTE_PROMETHEUS_URL") or None,
+            fleet_interval_seconds=float(source.get("HYBRIDROUTE_FLEET_INTERVAL_SECONDS", cls.fleet_interval_seconds)),
         )
 
 
@@ -54,6 +64,9 @@ class OperatorState:
     tuning: Tuning
     endpoint_doorbells: Doorbells = field(default_factory=Doorbells)
     policy_doorbells: Doorbells = field(default_factory=Doorbells)
+    fleet: dict[EndpointKey, FleetObservation] = field(default_factory=dict)
+    """Latest meaningful p95/circuit per endpoint from Prometheus (see handlers/fleet.py)."""
+    fleet_task: asyncio.Task[None] | None = None
 
 
 def state_of(memo: Any) -> OperatorState:
@@ -78,6 +91,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # unless `--peering NAME` was given (then it is mandatory). Our name unless the CLI chose one.
     if settings.peering.name == "default":
         settings.peering.name = "hybridroute"
+    # kopf pauses every instance while live peers share a priority, and a Deployment's replicas all
+    # start with the same one: draw a random priority so exactly one replica is active.
+    if not settings.peering.standalone and settings.peering.priority == 0:
+        settings.peering.priority = secrets.randbelow(2**31) + 1
 
     # Kubernetes Events: only warnings and errors from the log become Events; the handlers post
     # the few normal Events that matter (compiled, recovered) explicitly.
@@ -93,3 +110,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
 
     memo.hybridroute = OperatorState(cluster=Cluster.connect(), tuning=Tuning.from_environment())
+    # Sidecar injection: registered only when the chart enables the webhook (environment), because a
+    # kopf run without a webhook server must not carry admission handlers.
+    webhook.configure(settings, memo, webhook.WebhookSettings.from_environment(), memo.hybridroute.cluster)

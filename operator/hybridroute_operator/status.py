@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hybridroute_operator.api import ConditionType, Reason
+from hybridroute_operator.fleet import FleetObservation
 
 Condition = dict[str, Any]
 
@@ -199,8 +200,9 @@ def endpoint_status(
     generation: int,
     previous: Mapping[str, Any],
     now: datetime,
+    fleet: FleetObservation | None = None,
 ) -> dict[str, Any]:
-    """The InferenceEndpoint status fields the operator owns (p95 and circuit are reported separately)."""
+    """The InferenceEndpoint status fields the operator owns, with the fleet's p95/circuit when known."""
     conditions = merge_conditions(
         previous.get("conditions") or [],
         [health.ready, health.progressing, health.degraded],
@@ -216,6 +218,10 @@ def endpoint_status(
     }
     if health.ready_replicas is not None:
         status["readyReplicas"] = health.ready_replicas
+    if fleet is not None and fleet.latency_p95_ms is not None:
+        status["latencyP95Ms"] = fleet.latency_p95_ms
+    if fleet is not None and fleet.circuit is not None:
+        status["circuit"] = fleet.circuit
     return status
 
 

@@ -19,7 +19,7 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from hybridroute_operator import render, status
+from hybridroute_operator import fleet, render, status
 from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, VERSION, InferenceEndpointSpec, Reason
 from hybridroute_operator.compile import plain_copy
 from hybridroute_operator.handlers import reconcile_until_stopped
@@ -118,6 +118,7 @@ async def _report(
         generation=int(metadata.get("generation", 0)),
         previous=current,
         now=datetime.now(UTC),
+        fleet=fleet.lookup(state.fleet, metadata["namespace"], metadata["name"]),
     )
     changes = status.status_changes(current, desired)
     if not changes:
@@ -131,10 +132,24 @@ async def _report(
         name=metadata["name"],
         status=changes,
     )
+    _announce_circuit(body, current.get("circuit"), desired.get("circuit"))
     before = status.find_condition(current.get("conditions") or [], health.ready.type)
     if before is None or (before.get("status") == "True") != health.ready.status:
         kind = "Normal" if health.ready.status else "Warning"
         kopf.event(body, type=kind, reason=health.ready.reason, message=health.ready.message)
+
+
+CIRCUIT_EVENT_REASONS = {"open": "CircuitOpened", "half-open": "CircuitHalfOpen", "closed": "CircuitClosed"}
+
+
+def _announce_circuit(body: kopf.Body, before: Any, after: Any) -> None:
+    """One Event per fleet circuit transition (the first observation is not a transition)."""
+    if before is None or after is None or before == after:
+        return
+    kind = "Warning" if after == "open" else "Normal"
+    kopf.event(
+        body, type=kind, reason=CIRCUIT_EVENT_REASONS[after], message=f"circuit {before} -> {after} (fleet view)"
+    )
 
 
 async def probe_server(url: str, *, timeout_seconds: float) -> str | None:
