@@ -5,8 +5,10 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-installed-stamp
+DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 
-.PHONY: install deps toolchain test test-unit lint format crds demo demo-down bench clean
+.PHONY: install deps toolchain test test-unit lint format crds demo demo-view demo-down bench clean
 
 install: $(STAMP)
 
@@ -23,7 +25,7 @@ deps:
 toolchain: install
 	$(BIN)/python e2e/toolchain.py kubernetes etcd helm
 
-test: install deps toolchain
+test: install demo-view deps toolchain
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: install
@@ -41,8 +43,27 @@ format: install
 crds: install
 	$(BIN)/python -m hybridroute_operator.crdgen
 
-demo: install deps toolchain
-	$(BIN)/python e2e/demo.py up --dir .demo
+# The demo extra builds llama-cpp-python, which compiles llama.cpp from source on first install
+# (several minutes on two cores): pip runs verbose into a log and the compile steps are echoed as
+# "[N/M] file" lines so the wait shows progress. bash for pipefail: a failed pip must fail make.
+$(DEMO_STAMP): pyproject.toml $(STAMP)
+	@echo "[demo] installing the demo extra (.[dev,demo]): llama-cpp-python compiles llama.cpp from source"
+	@echo "[demo] on first install, several minutes on 2 cores; full log: $(VENV)/demo-install.log"
+	bash -o pipefail -c "CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -v -e '.[dev,demo]' 2>&1 \
+	  | tee $(VENV)/demo-install.log \
+	  | sed -nuE 's@^ *(\[[0-9]+/[0-9]+\]) .* -c [^ ]*/(vendor/[^ ]+)\$$@[demo] compiling llama.cpp \1 \2@p; /^(Collecting|Building wheel|Successfully|ERROR)/p'"
+	touch $(DEMO_STAMP)
+
+# The demo's live view and plot without the model: what tests/test_demo.py needs (CI runs it with a
+# simulator as the local model).
+$(DEMO_VIEW_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,demo-view]'
+	touch $(DEMO_VIEW_STAMP)
+
+demo-view: $(DEMO_VIEW_STAMP)
+
+demo: $(DEMO_STAMP) deps toolchain
+	$(BIN)/python e2e/demo.py up --dir .demo $(DEMO_ARGS)
 
 demo-down: install
 	$(BIN)/python e2e/demo.py down --dir .demo

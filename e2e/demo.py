@@ -1,43 +1,48 @@
-"""`make demo`: hybridroute running against the local control plane, brought up one step at a time.
+"""`make demo`: hybridroute routing real traffic on this machine, brought up one step at a time.
 
-    python e2e/demo.py up   --dir DIR    # control plane, CRDs, operator, samples; prints how to look
+    python e2e/demo.py up   --dir DIR [--model-server llamacpp|simulator] [--short] [phase flags]
     python e2e/demo.py down --dir DIR    # stops everything `up` started
 
-`up` runs each step's `start` in order and `down` each step's `stop` in reverse, so the demo grows by
-appending steps (the router, Prometheus and a model server come later). A step's `start` returns only
-once what it started is usable, and both halves are safe to repeat.
+`up` starts the local control plane, the CRDs and the operator; a real local model (llama.cpp serving
+Gemma 3 270M) and a cloud stand-in (our upstream SIMULATOR), each behind an InferenceEndpoint; a
+RoutingPolicy; Prometheus; a router on the policy's ConfigMap. Then it drives a traffic mix through the
+router with the `openai` SDK, raising concurrency until the local model saturates and its p95 breaker
+moves overflow to the cloud, then lowering it again, while a live summary shows the routing. It ends by
+writing DIR/report.md and DIR/demo.png, and leaves everything running to look around.
+
+`up` runs each step's `start` in order and `down` each step's `stop` in reverse. A step's `start`
+returns only once what it started is usable, and both halves are safe to repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 if not __package__:
     # Run as `python e2e/demo.py`: make the repository root importable so `e2e.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2e import processes, toolchain
+import orjson
+
+from e2e import demo_manifests as manifests
+from e2e import modelserver, processes, prometheus, toolchain
 from e2e.localcluster import LocalCluster, LocalClusterError
-from hybridroute_operator.render import MANAGED_BY
+from e2e.traffic import Phase, Traffic, demo_phases
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
-SAMPLES_DIR = CRD_DIR / "samples"
-# The samples carry no namespace, so they land here.
-DEMO_NAMESPACE = "default"
-# What the samples' managed pool asks of a node (crds/samples/local-vllm-pool.yaml).
-GPU_NODE_LABELS = {"node-pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-GPU_NODE_CAPACITY = {"nvidia.com/gpu": "8"}
-STATUS_SETTLE_SECONDS = 3.0
+ModelServerKind = Literal["llamacpp", "simulator"]
 
 
 class DemoError(RuntimeError):
@@ -56,12 +61,70 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What `up` was asked for (flags); `down` needs none of it."""
+
+    model_server: ModelServerKind = "llamacpp"
+    phases: tuple[Phase, ...] = demo_phases(steady_s=40, ramp_s=30, peak_s=60, recovery_s=50, peak=8)
+    # Gemma 3 270M answers a short prompt in about a second here: 3 s holds with a client or two and
+    # breaks once several queue behind each other.
+    slo_p95_ms: int = 3000
+    # The router's in-flight cap for the local model: above the peak client count, so overload shows
+    # up as queueing (p95) rather than as the cap's instant overflow.
+    local_max_concurrency: int = 16
+
+    @property
+    def local_endpoint(self) -> str:
+        return "local-gemma" if self.model_server == "llamacpp" else "local-simulator"
+
+
+@dataclass
+class Ports:
+    """Loopback ports of the demo's daemons, chosen once per state directory."""
+
+    local_model: int
+    cloud_simulator: int
+    prometheus: int
+    router: int
+
+    @classmethod
+    def of(cls, state_dir: Path) -> Ports:
+        saved = state_dir / "ports.json"
+        if saved.is_file():
+            return cls(**json.loads(saved.read_text()))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ports = cls(*(processes.free_port() for _ in range(4)))
+        saved.write_text(json.dumps(asdict(ports)))
+        return ports
+
+
 @dataclass
 class Demo:
-    """What every step shares: the state directory and the cluster living in it."""
+    """What every step shares: the state directory, the cluster living in it, settings and ports."""
 
     dir: Path
     cluster: LocalCluster
+    settings: Settings = field(default_factory=Settings)
+    ports: Ports | None = None
+
+    @property
+    def port(self) -> Ports:
+        if self.ports is None:
+            self.ports = Ports.of(self.dir)
+        return self.ports
+
+    def url(self, port: int, path: str = "") -> str:
+        return f"http://127.0.0.1:{port}{path}"
+
+    def kubectl_apply(self, *objects: dict[str, Any]) -> None:
+        document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        self.cluster.kubectl(
+            "apply", "--server-side", "--field-manager=hybridroute-demo", "-f", "-", input=json.dumps(document)
+        )
+
+    def get_json(self, *what: str) -> Any:
+        return json.loads(self.cluster.kubectl("get", *what, "--namespace", manifests.NAMESPACE, "-o", "json"))
 
 
 class Step(Protocol):
@@ -70,6 +133,20 @@ class Step(Protocol):
     def start(self, demo: Demo) -> None: ...
 
     def stop(self, demo: Demo) -> None: ...
+
+
+def _spawn_and_wait(demo: Demo, process: str, argv: list[str], base_url: str, timeout: float) -> None:
+    """Start `process` unless it runs; wait until {base_url}/models answers (its log on failure)."""
+    if processes.running_pid(demo.dir, process) is None:
+        processes.spawn(demo.dir, process, argv, cwd=REPO_ROOT)
+    _log(f"{process} log: {demo.dir / 'logs' / f'{process}.log'}")
+    try:
+        models = modelserver.wait_until_serving(
+            base_url, lambda: processes.running_pid(demo.dir, process) is not None, process, timeout
+        )
+    except modelserver.ModelServerError as exc:
+        raise DemoError(f"{exc}; end of its log:\n{processes.log_tail(demo.dir, process)}") from None
+    _log(f"{process} serves {models} at {base_url}")
 
 
 class ControlPlane:
@@ -86,10 +163,10 @@ class CustomResourceDefinitions:
     name = "CRDs from crds/"
 
     def start(self, demo: Demo) -> None:
-        manifests = sorted(CRD_DIR.glob("*.yaml"))
-        if not manifests:
+        crds = sorted(CRD_DIR.glob("*.yaml"))
+        if not crds:
             raise DemoError(f"no CRDs in {CRD_DIR}: run `make crds`")
-        applied = demo.cluster.kubectl("apply", "--server-side", *(f"--filename={m}" for m in manifests), "-o", "name")
+        applied = demo.cluster.kubectl("apply", "--server-side", *(f"--filename={m}" for m in crds), "-o", "name")
         demo.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *applied.split())
 
     def stop(self, demo: Demo) -> None:
@@ -125,45 +202,233 @@ class Operator:
         processes.stop(demo.dir, self.process)
 
 
-class Samples:
-    name = "samples from crds/samples/"
+class LocalModel:
+    name = "local model server"
+    process = "local-model"
 
     def start(self, demo: Demo) -> None:
-        demo.cluster.kubectl("apply", "--namespace", DEMO_NAMESPACE, f"--filename={SAMPLES_DIR}")
-        _wait_for(lambda: self._all_have_status(demo), "the operator to report status on every sample", 60)
+        port = demo.port.local_model
+        if demo.settings.model_server == "simulator":
+            _log("!" * 100)
+            _log("!! --model-server simulator: the LOCAL endpoint is the upstream SIMULATOR, not a real model.")
+            _log("!! Routing, privacy, metrics and the report are real; the local answers and latencies are not.")
+            _log("!" * 100)
+            simulated = modelserver.SimulatedServer(
+                name="local-simulator",
+                model="local-simulated-model",
+                latency_ms=150,
+                completion_tokens=30,
+                content="(local SIMULATOR) a canned answer standing in for a local model.",
+            )
+            argv = modelserver.simulator_argv(simulated, port)
+            timeout = 30.0
+        else:
+            try:
+                gguf = modelserver.gemma_gguf(Path.home() / ".cache" / "hybridroute" / "models")
+                argv = modelserver.llamacpp_argv(gguf, port, threads=os.cpu_count() or 2)
+            except modelserver.ModelServerError as exc:
+                raise DemoError(str(exc)) from None
+            _log(f"starting llama.cpp (llama-cpp-python) with {gguf.name} on 127.0.0.1:{port}")
+            timeout = 180.0
+        _spawn_and_wait(demo, self.process, argv, demo.url(port, "/v1"), timeout)
+
+    def stop(self, demo: Demo) -> None:
+        processes.stop(demo.dir, self.process)
+
+
+class CloudSimulator:
+    name = "cloud stand-in: the upstream SIMULATOR as `cloud-simulator` (no real provider is called)"
+    process = "cloud-simulator"
+
+    def start(self, demo: Demo) -> None:
+        simulated = modelserver.SimulatedServer(
+            name=manifests.CLOUD_ENDPOINT,
+            model=manifests.CLOUD_MODEL,
+            # A hosted frontier model: slower than a tiny local model on an idle machine, but it never queues.
+            latency_ms=700,
+            completion_tokens=50,
+            content="(cloud SIMULATOR) a canned answer standing in for a hosted model.",
+        )
+        port = demo.port.cloud_simulator
+        _spawn_and_wait(demo, self.process, modelserver.simulator_argv(simulated, port), demo.url(port, "/v1"), 30)
+
+    def stop(self, demo: Demo) -> None:
+        processes.stop(demo.dir, self.process)
+
+
+class Prometheus:
+    name = "Prometheus (1 s scrape of the router)"
+
+    def start(self, demo: Demo) -> None:
+        try:
+            url = prometheus.start(
+                demo.dir, demo.port.prometheus, [f"127.0.0.1:{demo.port.router}"], job="hybridroute-router"
+            )
+        except prometheus.PrometheusError as exc:
+            raise DemoError(str(exc)) from None
+        _log(f"Prometheus at {url}")
+
+    def stop(self, demo: Demo) -> None:
+        prometheus.stop(demo.dir)
+
+
+class DemoObjects:
+    name = "Secret, InferenceEndpoints (local + cloud simulator) and the RoutingPolicy"
+
+    def start(self, demo: Demo) -> None:
+        settings = demo.settings
+        local = manifests.LocalServer(
+            endpoint=settings.local_endpoint,
+            base_url=demo.url(demo.port.local_model, "/v1"),
+            model=modelserver.GEMMA_MODEL if settings.model_server == "llamacpp" else "local-simulated-model",
+            max_context_tokens=modelserver.GEMMA_CONTEXT_TOKENS,
+            max_concurrency=settings.local_max_concurrency,
+        )
+        tuning = manifests.PolicyTuning(
+            p95_latency_ms=settings.slo_p95_ms, prometheus_url=demo.url(demo.port.prometheus)
+        )
+        demo.kubectl_apply(manifests.namespace())
+        demo.kubectl_apply(
+            manifests.cloud_key_secret(),
+            manifests.local_endpoint(local),
+            manifests.cloud_endpoint(demo.url(demo.port.cloud_simulator, "/v1")),
+            manifests.routing_policy(local.endpoint, tuning),
+        )
+        _wait_for(lambda: self._ready(demo), "both endpoints and the policy to be Ready", timeout=90)
+        print(demo.cluster.kubectl("get", "ie,rp", "--namespace", manifests.NAMESPACE), file=sys.stderr)
 
     @staticmethod
-    def _all_have_status(demo: Demo) -> bool:
-        listing = json.loads(demo.cluster.kubectl("get", "ie,rp", "--namespace", DEMO_NAMESPACE, "-o", "json"))
-        return all(item.get("status", {}).get("conditions") for item in listing["items"])
+    def _ready(demo: Demo) -> bool:
+        items = demo.get_json("ie,rp")["items"]
+        return len(items) == 3 and all(_condition(item, "Ready") == "True" for item in items)
 
     def stop(self, demo: Demo) -> None:
-        """Nothing to undo: the samples go with the control plane."""
+        """Nothing to undo: the objects go with the control plane."""
 
 
-class StandinKubelet:
-    """Makes the managed pool's pods Ready once (e2e/standin_kubelet.py says why it exists)."""
+def _condition(item: dict[str, Any], kind: str) -> str | None:
+    for condition in item.get("status", {}).get("conditions", []):
+        if condition.get("type") == kind:
+            return str(condition.get("status"))
+    return None
 
-    name = "stand-in kubelet for the managed pool's pods"
 
-    selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+class Router:
+    name = "router on the policy's ConfigMap (cloud key from the Secret as an env var)"
+    process = "router"
 
     def start(self, demo: Demo) -> None:
-        demo.cluster.register_fake_node("demo-gpu-node", labels=GPU_NODE_LABELS, capacity=GPU_NODE_CAPACITY)
-        _wait_for(lambda: self._pools_ready(demo), "the managed pools' Deployments to be ready", 60)
+        if processes.running_pid(demo.dir, self.process) is None:
+            argv = [
+                str(Path(sys.executable).parent / "hybridroute-router"),
+                "--configmap",
+                f"{manifests.NAMESPACE}/{manifests.POLICY_NAME}",
+                "--kubeconfig",
+                str(demo.cluster.kubeconfig),
+                "--port",
+                str(demo.port.router),
+                "--log-level",
+                "warning",
+            ]
+            processes.spawn(demo.dir, self.process, argv, env={**os.environ, **manifests.cloud_api_key_env()})
+        _log(f"router log: {demo.dir / 'logs' / 'router.log'}")
+        _wait_for(lambda: self._serving_current(demo), "the router to serve the policy's current config", 60)
+        _log(f"router at {demo.url(demo.port.router, '/v1')} (model alias `auto`)")
 
-    def _pools_ready(self, demo: Demo) -> bool:
-        """Mark whatever pods exist so far Ready; true once every pool Deployment counts all replicas."""
-        demo.cluster.mark_pods_ready(DEMO_NAMESPACE, self.selector)
-        listing = demo.cluster.kubectl("get", "deployments", "-n", DEMO_NAMESPACE, "-l", self.selector, "-o", "json")
-        pools = json.loads(listing)["items"]
-        return bool(pools) and all(pool["status"].get("readyReplicas", 0) == pool["spec"]["replicas"] for pool in pools)
+    def _serving_current(self, demo: Demo) -> bool:
+        if processes.running_pid(demo.dir, self.process) is None:
+            raise DemoError(f"the router exited; end of its log:\n{processes.log_tail(demo.dir, self.process)}")
+        configmap = demo.get_json("configmap", manifests.POLICY_NAME)
+        wanted = configmap["metadata"].get("annotations", {}).get("hybridroute.io/config-hash")
+        try:
+            with urllib.request.urlopen(demo.url(demo.port.router, "/readyz"), timeout=2) as response:
+                return bool(orjson.loads(response.read()).get("configHash") == wanted)
+        except (OSError, orjson.JSONDecodeError):
+            return False
 
     def stop(self, demo: Demo) -> None:
-        """Nothing to undo: the node object goes with the control plane."""
+        processes.stop(demo.dir, self.process)
 
 
-STEPS: tuple[Step, ...] = (ControlPlane(), CustomResourceDefinitions(), Operator(), Samples(), StandinKubelet())
+class TrafficAndReport:
+    name = "traffic through the router (openai SDK), live summary, then report + plot"
+
+    def start(self, demo: Demo) -> None:
+        phases = demo.settings.phases
+        total = sum(phase.seconds for phase in phases)
+        plan = ", ".join(f"{phase.name} {phase.concurrency} clients {phase.seconds:.0f} s" for phase in phases)
+        _log(f"traffic for {total:.0f} s: {plan}")
+        report, png = asyncio.run(_run_traffic(demo))
+        _log(f"report: {report}")
+        _log(f"plot:   {png}")
+
+    def stop(self, demo: Demo) -> None:
+        """Nothing to undo: the traffic ended with `up`."""
+
+
+async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
+    # Imported here: the live view and the plot need the demo extra (rich, matplotlib), `down` does not.
+    import openai
+
+    from e2e import report
+    from e2e.dashboard import Monitor
+
+    settings = demo.settings
+    endpoints = [settings.local_endpoint, manifests.CLOUD_ENDPOINT]
+    requests_log = (demo.dir / "requests.jsonl").open("wb")
+    timeline_log = (demo.dir / "timeline.jsonl").open("wb")
+    async with openai.AsyncOpenAI(
+        base_url=demo.url(demo.port.router, "/v1"),
+        api_key="demo-app-key",  # the router never forwards a client's key to a cloud endpoint
+        max_retries=0,  # the router does failover; SDK retries would hide what it did
+        timeout=120,
+    ) as client:
+        traffic = Traffic(
+            client, settings.phases, on_record=lambda r: requests_log.write(orjson.dumps(r.to_json()) + b"\n")
+        )
+        monitor = Monitor(
+            traffic=traffic,
+            prometheus_url=demo.url(demo.port.prometheus),
+            router_url=demo.url(demo.port.router),
+            policy=manifests.POLICY_NAME,
+            local_endpoint=settings.local_endpoint,
+            endpoints=endpoints,
+            slo_seconds=settings.slo_p95_ms / 1000,
+            on_sample=lambda s: timeline_log.write(orjson.dumps(s.to_json()) + b"\n"),
+        )
+        finished = asyncio.Event()
+        sampling = asyncio.create_task(monitor.run_until(finished))
+        try:
+            await traffic.run()
+        finally:
+            finished.set()
+            timeline = await sampling
+            requests_log.close()
+            timeline_log.close()
+    model_server = "llama.cpp serving Gemma 3 270M" if settings.model_server == "llamacpp" else "the SIMULATOR"
+    return report.write_report(
+        demo.dir,
+        traffic.records,
+        timeline,
+        settings.phases,
+        settings.local_endpoint,
+        manifests.CLOUD_ENDPOINT,
+        settings.slo_p95_ms / 1000,
+        model_server,
+    )
+
+
+STEPS: tuple[Step, ...] = (
+    ControlPlane(),
+    CustomResourceDefinitions(),
+    Operator(),
+    LocalModel(),
+    CloudSimulator(),
+    Prometheus(),
+    DemoObjects(),
+    Router(),
+    TrafficAndReport(),
+)
 
 
 def up(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
@@ -172,16 +437,17 @@ def up(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
         _log(f"step {number}/{len(steps)}: {step.name}")
         step.start(demo)
         _log(f"step {number}/{len(steps)} done in {time.monotonic() - began:.1f} s")
-    # A moment for the operator to fold the pools' readiness back into status before showing it.
-    time.sleep(STATUS_SETTLE_SECONDS)
     print(demo.cluster.kubectl("get", "ie,rp", "--all-namespaces"))
     print(
-        "The demo is up. To look around:\n"
+        "The demo is up and stays up. To look around:\n"
         f"  export KUBECONFIG={demo.cluster.kubeconfig}\n"
         f"  export PATH={demo.cluster.kubectl_path.parent}:$PATH\n"
-        "  kubectl get ie,rp -A\n"
-        "  kubectl explain inferenceendpoint.spec.cloud\n"
-        f"Logs are in {demo.dir / 'logs'}. Stop everything with: python e2e/demo.py down --dir {demo.dir}"
+        f"  kubectl get ie,rp -n {manifests.NAMESPACE}\n"
+        f"  curl -s {demo.url(demo.port.router, '/v1/chat/completions')} -H 'content-type: application/json' "
+        """-d '{"model":"auto","messages":[{"role":"user","content":"hi"}]}' -i\n"""
+        f"  Prometheus: {demo.url(demo.port.prometheus)}   router metrics: {demo.url(demo.port.router, '/metrics')}\n"
+        f"Report: {demo.dir / 'report.md'}  plot: {demo.dir / 'demo.png'}  logs: {demo.dir / 'logs'}\n"
+        f"Stop everything with: make demo-down   (python e2e/demo.py down --dir {demo.dir})"
     )
 
 
@@ -189,15 +455,43 @@ def down(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
     for step in reversed(steps):
         _log(f"stopping: {step.name}")
         step.stop(demo)
+    (demo.dir / "ports.json").unlink(missing_ok=True)
     _log(f"stopped; nothing left running from {demo.dir}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    defaults = Settings()
+    short = args.short
+    phases = demo_phases(
+        steady_s=args.steady_seconds or (8 if short else 40),
+        ramp_s=args.ramp_seconds or (6 if short else 30),
+        peak_s=args.peak_seconds or (10 if short else 60),
+        recovery_s=args.recovery_seconds or (8 if short else 50),
+        peak=args.peak_clients or (4 if short else 8),
+    )
+    return Settings(model_server=args.model_server, phases=phases, slo_p95_ms=args.slo_p95_ms or defaults.slo_p95_ms)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("command", choices=["up", "down"])
-    parser.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, logs, pids)")
+    parser.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, logs, pids, report)")
+    parser.add_argument(
+        "--model-server",
+        choices=["llamacpp", "simulator"],
+        default="llamacpp",
+        help="the local endpoint: llama.cpp serving Gemma 3 270M (default), or the SIMULATOR (CI, no compiler)",
+    )
+    parser.add_argument("--short", action="store_true", help="short phases (about 40 s of traffic; tests use it)")
+    parser.add_argument("--steady-seconds", type=float, help="low-concurrency phase (default 40, short 8)")
+    parser.add_argument("--ramp-seconds", type=float, help="each ramp phase, up and down (default 30, short 6)")
+    parser.add_argument("--peak-seconds", type=float, help="peak-concurrency phase (default 60, short 10)")
+    parser.add_argument("--recovery-seconds", type=float, help="final low-concurrency phase (default 50, short 8)")
+    parser.add_argument("--peak-clients", type=int, help="concurrent clients at the peak (default 8, short 4)")
+    parser.add_argument("--slo-p95-ms", type=int, help="the policy's p95 SLO per endpoint (default 3000)")
     args = parser.parse_args(argv)
-    demo = Demo(dir=args.dir.resolve(), cluster=LocalCluster(args.dir))
+    state_dir = args.dir.resolve()
+    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir), settings=_settings(args))
     try:
         if args.command == "up":
             up(demo)
