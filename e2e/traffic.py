@@ -44,10 +44,11 @@ _TRADE_OFFS = (
 )
 _NAMES = ("jane.doe", "m.rossi", "k.tanaka", "a.okafor")
 _DAYS = ("Monday", "Tuesday", "Thursday")
-# Long-context prompts: synthetic notes well past the local model's window (its maxContextTokens).
+# Long-context prompts: synthetic notes well past the local model's window (its maxContextTokens),
+# worded without complexity keywords so that the context window alone is what sends them to the cloud.
 _LONG_NOTES_PARAGRAPHS = 60
 _NOTES_PARAGRAPH = (
-    "Meeting notes, item {index}: the team reviewed the capacity plan for the inference cluster, the "
+    "Meeting notes, item {index}: the team reviewed the capacity figures for the inference cluster, the "
     "rollout of the new routing policy and the incident from last week, and agreed on follow-ups. "
 )
 
