@@ -2,8 +2,12 @@
 
 `send` makes one chat completion with aiohttp and returns an `Outcome`: wall-clock send and finish
 times, HTTP status, the serving endpoint from the router's `x-hybridroute-endpoint` header (empty
-when the router answered an error itself) and the body. `Load` keeps a few closed-loop workers
-sending until stopped; its outcomes accumulate for the caller to slice by time.
+when the router answered an error itself) and the body. Two load shapes, both sending until stopped
+with outcomes accumulating for the caller to slice by time:
+
+- `Load`: closed loop, a few workers each waiting for its answer (a slow upstream slows the load);
+- `PacedLoad`: open loop, a fixed arrival rate whatever the answers do, which is what a fleet of
+  independent clients looks like to a failover (measuring shares of traffic needs this shape).
 """
 
 from __future__ import annotations
@@ -99,3 +103,50 @@ class Load:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class PacedLoad:
+    """Open-loop traffic: one request every `1 / rate` seconds, each in its own task.
+
+    At most `max_in_flight` requests are outstanding; an arrival beyond that is counted in `dropped`
+    rather than sent, so a stalled router cannot make the load generator grow without bound.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        router_url: str,
+        rate: float,
+        headers: Mapping[str, str] | None = None,
+        max_in_flight: int = 1000,
+    ) -> None:
+        self._session = session
+        self._url = router_url
+        self._headers = dict(headers or {})
+        self._interval = 1 / rate
+        self._max_in_flight = max_in_flight
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.outcomes: list[Outcome] = []
+        self.dropped = 0
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            if len(self._in_flight) < self._max_in_flight:
+                task = asyncio.create_task(self._one())
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            else:
+                self.dropped += 1
+            next_at += self._interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _one(self) -> None:
+        self.outcomes.append(await send(self._session, self._url, self._headers))
+
+    async def stop(self) -> None:
+        """Stop arrivals and wait for the requests already sent."""
+        self._ticker.cancel()
+        await asyncio.gather(self._ticker, *self._in_flight, return_exceptions=True)
