@@ -20,8 +20,10 @@ For each candidate, in the decision's order:
 4. Streaming commits once the first body chunk arrived: from then on the client has bytes, so a
    later failure becomes an in-band SSE error event and the stream ends without `[DONE]`.
 
-Every attempt is bounded by `maxAttempts`; every outcome is logged once as a JSON line (endpoint,
-reason, attempts, status, durations; never prompt text or keys) and counted in the metrics.
+Every attempt is bounded by `maxAttempts`; every outcome is counted in the metrics and logged as a
+JSON line (endpoint, reason, attempts, status, durations; never prompt text or keys): at INFO when
+anything went other than the plain way, routine successes at DEBUG or in a periodic INFO summary
+(`decisionlog`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
 from .config import EndpointConfig, RouterConfig
 from .cost import estimate_cost
+from .decisionlog import DecisionLog, DecisionSummary
 from .errors import (
     NoEligibleEndpoint,
     UpstreamFailed,
@@ -203,6 +206,7 @@ class Executor:
         self.clock = clock
         self._sleep = sleep
         self._environ = environ
+        self.decisions = DecisionLog(log, DecisionSummary(clock))
         self._retry_budget: RetryBudget | None = None
         self._retry_budget_key: tuple[int, int] | None = None
 
@@ -520,20 +524,19 @@ class Executor:
     def _finish(self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail) -> None:
         config = request.config
         self.metrics.observe_request(config.policy.name, endpoint, outcome, trail.attempts)
-        log.info(
-            "request routed",
-            extra={
+        routine = outcome == "success" and trail.attempts == 1 and not trail.failures
+
+        def details() -> dict[str, Any]:
+            return {
                 "policy": config.policy.name,
-                "endpoint": endpoint,
-                "reason": request.decision.reason,
-                "outcome": outcome,
                 "status": status,
                 "attempts": trail.attempts,
                 "failures": trail.failures,
                 "upstream_ms": round(trail.upstream_wait_s * 1000, 3),
                 "total_ms": round((self.clock() - request.started) * 1000, 3),
-            },
-        )
+            }
+
+        self.decisions.routed(endpoint, request.decision.reason, outcome, routine, details)
 
     def _give_up(self, request: RoutedRequest, trail: _Trail) -> UpstreamFailed | NoEligibleEndpoint:
         attempts = trail.attempts

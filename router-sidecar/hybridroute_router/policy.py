@@ -282,6 +282,8 @@ def _rank(
     endpoints: list[EndpointConfig], costs: Mapping[str, float], states: Mapping[str, EndpointState], roll: float
 ) -> list[EndpointConfig]:
     """Priority, cost, observed p95 (unknown last); then a weighted pick leads each priority+cost tie."""
+    if len(endpoints) < 2:
+        return list(endpoints)  # the common single-endpoint class: nothing to order
 
     def latency(endpoint: EndpointConfig) -> float:
         p95 = states.get(endpoint.name, _CLOSED).observed_p95_ms

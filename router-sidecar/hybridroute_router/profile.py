@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Final, Literal
 
 import orjson
@@ -151,7 +150,7 @@ def complexity_score(
 ) -> float:
     """Base score plus the seeds' signals (reasoning keywords, long input, tools, schema), capped at 1."""
     score = cfg.base_score
-    if _mentions_keyword(texts, _lowered(tuple(cfg.keywords))):
+    if _mentions_keyword(texts, _lowered_keywords(cfg)):
         score += cfg.keyword_weight
     if input_tokens > cfg.long_input_tokens:
         score += cfg.long_input_weight
@@ -178,9 +177,20 @@ def _mentions_keyword(texts: list[str], keywords: tuple[str, ...]) -> bool:
     return False
 
 
-@lru_cache(maxsize=32)
-def _lowered(keywords: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(keyword.lower() for keyword in keywords if keyword.strip())
+_KEYWORDS_CACHE_SIZE: Final = 32
+_keywords_by_config: dict[int, tuple[ComplexityConfig, tuple[str, ...]]] = {}
+
+
+def _lowered_keywords(cfg: ComplexityConfig) -> tuple[str, ...]:
+    """The config's keywords, lower-cased, once per config object (configs are frozen; the list in
+    them makes them unhashable, hence the identity key, checked against the object it was made for)."""
+    cached = _keywords_by_config.get(id(cfg))
+    if cached is None or cached[0] is not cfg:
+        if len(_keywords_by_config) >= _KEYWORDS_CACHE_SIZE:
+            _keywords_by_config.clear()
+        keywords = tuple(keyword.lower() for keyword in cfg.keywords if keyword.strip())
+        cached = _keywords_by_config[id(cfg)] = (cfg, keywords)
+    return cached[1]
 
 
 def _estimate_tokens(text: str) -> int:
@@ -202,18 +212,21 @@ def _chat_content(messages: Any) -> _Content:
     if not isinstance(messages, list) or not messages:
         raise ProfileError("'messages' must be a non-empty array", param="messages")
     content = _Content()
+    texts = content.texts
     for index, message in enumerate(messages):
-        where = f"messages[{index}]"
         if not isinstance(message, dict):
-            raise ProfileError(f"'{where}' must be an object", param=where)
+            raise ProfileError(f"'messages[{index}]' must be an object", param=f"messages[{index}]")
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise ProfileError(f"'{where}.role' must be a non-empty string", param=f"{where}.role")
-        if "content" not in message and role != "assistant":
-            raise ProfileError(f"'{where}.content' is required", param=f"{where}.content")
+            raise ProfileError(f"'messages[{index}].role' must be a non-empty string", param=f"messages[{index}].role")
+        body = message.get("content")
+        if body is None and "content" not in message and role != "assistant":
+            raise ProfileError(f"'messages[{index}].content' is required", param=f"messages[{index}].content")
         content.extra_tokens += MESSAGE_OVERHEAD_TOKENS
-        for text in _message_texts(message, where, content):
-            content.texts.append(text)
+        if isinstance(body, str) and "tool_calls" not in message:
+            texts.append(body)  # the common case, without the generator below
+        else:
+            texts.extend(_message_texts(message, f"messages[{index}]", content))
     return content
 
 

@@ -131,6 +131,7 @@ class AiohttpTransport:
         self._limit = limit
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        self._connect_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -156,11 +157,14 @@ class AiohttpTransport:
         timeouts = request.timeouts
         first_byte_at = started + timeouts.first_byte_s
         deadline = started + timeouts.total_s
-        timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_connect=timeouts.connect_s)
+        timeout = self._connect_timeouts.get(timeouts.connect_s)
+        if timeout is None:  # one per distinct connect timeout (one per policy SLO), not one per request
+            timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_connect=timeouts.connect_s)
+            self._connect_timeouts[timeouts.connect_s] = timeout
         try:
             async with asyncio.timeout_at(min(first_byte_at, deadline)):
                 response = await self.session.post(
-                    request.url, data=request.body, headers=dict(request.headers), timeout=timeout
+                    request.url, data=request.body, headers=request.headers, timeout=timeout
                 )
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamTimeoutError("connect") from None
