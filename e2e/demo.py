@@ -177,6 +177,10 @@ class Operator:
     name = "hybridroute operator (all namespaces)"
     process = "operator"
 
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        self.environment = environment or {}
+        """Operator tuning (settings.Tuning reads HYBRIDROUTE_* variables)."""
+
     def start(self, demo: Demo) -> None:
         if processes.running_pid(demo.dir, self.process) is not None:
             return
@@ -185,7 +189,8 @@ class Operator:
             raise DemoError(f"{executable} is missing: run `make install`")
         liveness = f"http://127.0.0.1:{processes.free_port()}/healthz"
         command = [str(executable), "--standalone", "--all-namespaces", "--liveness", liveness]
-        processes.spawn(demo.dir, self.process, command, env={**os.environ, "KUBECONFIG": str(demo.cluster.kubeconfig)})
+        environment = {**os.environ, **self.environment, "KUBECONFIG": str(demo.cluster.kubeconfig)}
+        processes.spawn(demo.dir, self.process, command, env=environment)
         _log(f"operator log: {demo.dir / 'logs' / 'operator.log'}")
         _wait_for(lambda: self._alive(demo, liveness), "the operator's liveness endpoint", timeout=60)
 
@@ -231,6 +236,9 @@ class LocalModel:
             _log(f"starting llama.cpp (llama-cpp-python) with {gguf.name} on 127.0.0.1:{port}")
             timeout = 180.0
         _spawn_and_wait(demo, self.process, argv, demo.url(port, "/v1"), timeout)
+        if demo.settings.model_server == "llamacpp":
+            _log("warming the model up (two tiny completions)")
+            modelserver.warm_up(demo.url(port, "/v1"), modelserver.GEMMA_MODEL)
 
     def stop(self, demo: Demo) -> None:
         processes.stop(demo.dir, self.process)
@@ -418,10 +426,15 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
     )
 
 
+# llama-cpp-python answers /v1/models (the operator's probe of a `url` endpoint) only once the
+# requests queued before it are done. Under the demo's peak that takes longer than the operator's 3 s
+# default, which would mark a busy but healthy server unreachable and drop it from the routers' config.
+SLOW_PROBE_TIMEOUT = {"HYBRIDROUTE_PROBE_TIMEOUT_SECONDS": "60"}
+
 STEPS: tuple[Step, ...] = (
     ControlPlane(),
     CustomResourceDefinitions(),
-    Operator(),
+    Operator(SLOW_PROBE_TIMEOUT),
     LocalModel(),
     CloudSimulator(),
     Prometheus(),

@@ -134,7 +134,7 @@ def routing_policy(local_endpoint_name: str, tuning: PolicyTuning) -> dict[str, 
                 "windowSeconds": 20,
                 "openSeconds": tuning.open_seconds,
                 "maxOpenSeconds": tuning.max_open_seconds,
-                "halfOpenProbes": 2,
+                "halfOpenProbes": 3,
                 "prometheus": {
                     "url": tuning.prometheus_url,
                     "window": tuning.window,

@@ -136,3 +136,14 @@ def wait_until_serving(base_url: str, still_running: Callable[[], bool], what: s
         if time.monotonic() > deadline:
             raise ModelServerError(f"{what} did not answer {base_url}/models within {timeout:.0f} s")
         time.sleep(0.5)
+
+
+def warm_up(base_url: str, model: str, requests: int = 2) -> None:
+    """A few tiny completions, so the first timed request does not pay for cold caches and pages."""
+    body = json.dumps({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "Hello"}]}).encode()
+    for _ in range(requests):
+        request = urllib.request.Request(
+            f"{base_url}/chat/completions", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()

@@ -7,6 +7,7 @@ Inputs are what the traffic run recorded (one `RequestRecord` per request, one `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,9 +159,9 @@ def plot(
             color=colour,
             label=f"{endpoint}: each request",
         )
-        p95 = [(sample.at, sample.p95_seconds[endpoint]) for sample in timeline if endpoint in sample.p95_seconds]
-        if p95:
-            latency_ax.plot(*zip(*p95, strict=True), color=colour, linewidth=2, label=f"{endpoint}: p95 (Prometheus)")
+        # NaN where Prometheus had no data (no traffic in the window): a gap, not a line across it.
+        p95 = [sample.p95_seconds.get(endpoint, math.nan) for sample in timeline]
+        latency_ax.plot([s.at for s in timeline], p95, color=colour, linewidth=2, label=f"{endpoint}: p95 (Prometheus)")
     failed = [record for record in records if not record.ok]
     if failed:
         latency_ax.scatter(

@@ -25,13 +25,18 @@ from e2e.demo_manifests import CLOUD_INPUT_PER_MTOK, CLOUD_OUTPUT_PER_MTOK, PRIV
 from hybridroute_router.profile import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
 
 RequestKind = Literal["routine", "complex", "private-header", "private-email", "long-context"]
+# Private traffic is a small share on purpose: on two CPU cores the local model serves about one short
+# answer a second, and private requests can go nowhere else, so their queue is the local model's floor.
 MIX: Final[tuple[tuple[RequestKind, float], ...]] = (
-    ("routine", 0.50),
+    ("routine", 0.65),
     ("complex", 0.15),
-    ("private-header", 0.10),
-    ("private-email", 0.10),
-    ("long-context", 0.15),
+    ("private-header", 0.05),
+    ("private-email", 0.05),
+    ("long-context", 0.10),
 )
+# Short answers for what the local model may serve: its latency is mostly tokens generated.
+SHORT_ANSWER_TOKENS: Final = 24
+LONG_ANSWER_TOKENS: Final = 60
 PRIVATE_KINDS: Final = frozenset({"private-header", "private-email"})
 MODEL_ALIAS: Final = "auto"
 
@@ -46,7 +51,7 @@ _NAMES = ("jane.doe", "m.rossi", "k.tanaka", "a.okafor")
 _DAYS = ("Monday", "Tuesday", "Thursday")
 # Long-context prompts: synthetic notes well past the local model's window (its maxContextTokens),
 # worded without complexity keywords so that the context window alone is what sends them to the cloud.
-_LONG_NOTES_PARAGRAPHS = 60
+_LONG_NOTES_PARAGRAPHS = 50
 _NOTES_PARAGRAPH = (
     "Meeting notes, item {index}: the team reviewed the capacity figures for the inference cluster, the "
     "rollout of the new routing policy and the incident from last week, and agreed on follow-ups. "
@@ -96,21 +101,22 @@ def plan_request(kind: RequestKind, rng: random.Random) -> PlannedRequest:
     """One request of `kind`, worded from `rng` (pure: the same seed gives the same traffic)."""
     topic = rng.choice(_TOPICS)
     if kind == "routine":
-        return _chat(kind, f"In one sentence, what is {topic}?", max_tokens=40)
+        return _chat(kind, f"In one sentence, what is {topic}?", SHORT_ANSWER_TOKENS)
     if kind == "complex":
         first, second = rng.choice(_TRADE_OFFS)
         prompt = (
             f"Analyze step by step the trade-off between {first} and {second} for an LLM platform, "
             "then plan a migration in three stages and compare the risks of each stage."
         )
-        return _chat(kind, prompt, max_tokens=60)
+        return _chat(kind, prompt, LONG_ANSWER_TOKENS)
     if kind == "private-header":
-        return _chat(kind, f"In one sentence, what is {topic}?", 40, {PRIVACY_HEADER: PRIVACY_HEADER_VALUE})
+        headers = {PRIVACY_HEADER: PRIVACY_HEADER_VALUE}
+        return _chat(kind, f"In one sentence, what is {topic}?", SHORT_ANSWER_TOKENS, headers)
     if kind == "private-email":
         prompt = f"Write a two-line reply to {rng.choice(_NAMES)}@example.com confirming {rng.choice(_DAYS)}."
-        return _chat(kind, prompt, max_tokens=40)
+        return _chat(kind, prompt, SHORT_ANSWER_TOKENS)
     notes = "".join(_NOTES_PARAGRAPH.format(index=index) for index in range(_LONG_NOTES_PARAGRAPHS))
-    return _chat(kind, notes + "\nSummarize the notes above in two sentences.", max_tokens=60)
+    return _chat(kind, notes + "\nSummarize the notes above in two sentences.", LONG_ANSWER_TOKENS)
 
 
 def _chat(kind: RequestKind, prompt: str, max_tokens: int, headers: dict[str, str] | None = None) -> PlannedRequest:
