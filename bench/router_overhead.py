@@ -1,45 +1,76 @@
-"""What the router costs: the same upstream simulator reached directly and through the router.
+"""What the router costs: the same upstream simulator reached directly, through the router, and
+(with `--litellm`) through the LiteLLM proxy, in one run.
 
-    .venv/bin/python bench/router_overhead.py [--duration 5] [--litellm]
+    .venv/bin/python bench/router_overhead.py [--duration 3] [--rounds 3] [--litellm]
 
-In one run, for non-streaming and streaming chat completions at concurrency 1 and 32, it measures
-requests per second and latency percentiles against the upstream simulator directly (baseline) and
-through `hybridroute-router` (subprocess, one uvicorn worker, as deployed); the difference of the
-percentiles is the router's added latency. With `--litellm` the LiteLLM proxy (installed into the
-venv on demand, never a project dependency) is measured against the same simulator too.
+For non-streaming and streaming chat completions at concurrency 1 and 32 it measures requests per
+second, latency percentiles, the latency added over the direct baseline, each proxy's CPU time per
+request (from /proc) and resident memory.
 
-Processes: simulator, router (and LiteLLM) run as separate processes; the load generator is an
-aiohttp client with one connection per concurrent worker in this process, so it shares no event
-loop with what it measures. On a small machine all of them compete for the same cores: read the
-numbers as "router vs direct on this machine", and compare ratios rather than absolutes.
+Processes, each on its own: the upstream simulator (`e2e/upstream_sim.py`, aiohttp + uvloop, 8
+streamed chunks, no artificial latency), the router (`hybridroute-router` CLI: one uvicorn worker,
+uvloop + httptools, as deployed, logging at INFO unless told otherwise), LiteLLM (`litellm` CLI, one
+worker), and for every measurement a fresh load generator (`bench/loadgen.py`, httptools client).
+This script only orchestrates and sleeps while they run.
 
-Results: a table on stdout and JSON under bench/results/.
+LiteLLM lives in its own virtual environment, `bench/.venv-litellm` (git-ignored), created and filled
+with `litellm[proxy]` from PyPI on the first `--litellm` run, so its pins never touch the project's.
+If it cannot be installed or started, the run says so loudly and reports no LiteLLM numbers.
+
+Noise: on a small shared machine, the targets, the simulator and the load generator compete for the
+same cores, and other jobs come and go. `--rounds N` measures every target N times, interleaved, and
+keeps each target's median round (by req/s); compare targets within one run, not across runs.
+
+Results: a markdown table on stdout and the full JSON under bench/results/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import shutil
+import platform
+import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+LOADGEN = ROOT / "bench" / "loadgen.py"
+SIMULATOR = ROOT / "e2e" / "upstream_sim.py"
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Say hello in five words."}], "max_tokens": 16}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# Issue 3's targets for the router on one worker.
+TARGET_ADDED_P50_MS = 0.5
+TARGET_RPS_AT_32 = 2500
+TARGET_LITELLM_RATIO = 15
+TARGET_RSS_MB = 80
+
+
+class LiteLLMUnavailable(RuntimeError):
+    """LiteLLM could not be installed or started here; the message says why."""
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int | None
+    """The process whose CPU time and memory are reported (None for the simulator baseline)."""
+    bearer: str = "bench"
+    """Authorization bearer token the load generator sends."""
 
 
 def free_port() -> int:
@@ -48,18 +79,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
+def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited ({process.returncode}); log tail:\n{tail(log)}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s; log tail:\n{tail(log)}")
 
 
-def rss_mb(pid: int) -> dict[str, float]:
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def memory_mb(pid: int) -> dict[str, float]:
     """Resident and peak resident memory of a process (Linux /proc), in MB."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -69,76 +109,57 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": round(values.get("VmRSS", 0), 1), "peak_rss_mb": round(values.get("VmHWM", 0), 1)}
 
 
-@dataclass
-class Run:
-    target: str
-    stream: bool
-    concurrency: int
-    requests: int
-    errors: int
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    router_overhead_p50_ms: float | None = None
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children (LiteLLM forks a worker)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLOCK_TICKS
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a proxy's workers count towards its CPU and memory)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
 
 
-async def load(url: str, stream: bool, concurrency: int, duration: float, warmup: float) -> tuple[Run, list[float]]:
-    body = json.dumps({**BODY, "stream": stream}).encode()
-    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
-    latencies: list[float] = []
-    overheads: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        measure_from = started + warmup
-        stop_at = measure_from + duration
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(member) for member in process_tree(pid) if Path(f"/proc/{member}").exists())
 
-        async def worker() -> None:
-            nonlocal errors
-            while True:
-                begin = time.perf_counter()
-                if begin >= stop_at:
-                    return
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        ok = response.status == 200
-                        overhead = response.headers.get("x-hybridroute-overhead-ms")
-                except aiohttp.ClientError:
-                    ok, overhead = False, None
-                end = time.perf_counter()
-                if begin >= measure_from:
-                    if ok:
-                        latencies.append((end - begin) * 1000)
-                        if overhead is not None:
-                            overheads.append(float(overhead))
-                    else:
-                        errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    latencies.sort()
-    run = Run(
-        target=url,
-        stream=stream,
-        concurrency=concurrency,
-        requests=len(latencies),
-        errors=errors,
-        rps=round(len(latencies) / duration, 1),
-        p50_ms=round(percentile(latencies, 0.5), 3),
-        p90_ms=round(percentile(latencies, 0.9), 3),
-        p99_ms=round(percentile(latencies, 0.99), 3),
-        router_overhead_p50_ms=round(statistics.median(overheads), 3) if overheads else None,
-    )
-    return run, latencies
+def tree_memory_mb(pid: int) -> dict[str, float]:
+    totals = {"rss_mb": 0.0, "peak_rss_mb": 0.0}
+    for member in process_tree(pid):
+        with suppress(FileNotFoundError):  # a worker may exit between listing and reading
+            for key, value in memory_mb(member).items():
+                totals[key] = round(totals[key] + value, 1)
+    return totals
+
+
+def load(target: Target, stream: bool, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement by a fresh load-generator process; the target's CPU time per request added."""
+    body = json.dumps({**BODY, "stream": stream})
+    command = [sys.executable, str(LOADGEN), "--url", target.url, "--body", body, "--bearer", target.bearer]
+    command += ["--concurrency", str(concurrency), "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    cpu_before = tree_cpu_seconds(target.pid) if target.pid else 0.0
+    finished = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration * 5 + 60)
+    cpu_after = tree_cpu_seconds(target.pid) if target.pid else 0.0
+    result: dict[str, Any] = json.loads(finished.stdout)
+    completed = result["requests_with_warmup"]
+    per_request = (cpu_after - cpu_before) / completed * 1e6 if target.pid and completed else None
+    result["cpu_us_per_request"] = None if per_request is None else round(per_request)
+    return result
 
 
 def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -146,54 +167,196 @@ def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> s
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def start_litellm(workdir: Path, sim_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def litellm_binary() -> Path:
+    """The `litellm` CLI from its own venv, installing `litellm[proxy]` there on first use."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if binary.exists():
+        return binary
+    print(f"installing litellm[proxy] into {LITELLM_VENV.relative_to(ROOT)} (benchmark peer, not a dependency)...")
     try:
-        import litellm  # noqa: F401
-    except ImportError:
-        print("installing litellm[proxy] into the venv (benchmark peer, not a project dependency)...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "litellm[proxy]"], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "litellm[proxy]"], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise LiteLLMUnavailable(f"installing litellm[proxy] failed: {exc}") from None
+    if not binary.exists():
+        raise LiteLLMUnavailable(f"litellm[proxy] installed but {binary} is missing")
+    return binary
+
+
+def start_litellm(workdir: Path, sim_base: str, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The proxy on a free loopback port: (process, chat completions URL, its master key)."""
+    # Recent LiteLLM refuses to start without a master key; a random one per run, sent as the bearer.
+    master_key = "sk-bench-" + secrets.token_hex(16)
     config = {
         "model_list": [
-            {"model_name": "auto", "litellm_params": {"model": "openai/sim", "api_base": sim_url, "api_key": "x"}}
+            {"model_name": "auto", "litellm_params": {"model": "openai/sim", "api_base": sim_base, "api_key": "sim"}}
         ],
-        "litellm_settings": {"telemetry": False, "drop_params": True},
+        "litellm_settings": {"telemetry": False},
+        "general_settings": {"master_key": master_key},
     }
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    binary = shutil.which("litellm", path=str(Path(sys.executable).parent)) or "litellm"
-    process = start([binary, "--config", str(path), "--port", str(port), "--num_workers", "1"], workdir / "litellm.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health/liveliness", timeout=180)
-    return process, f"{url}/v1/chat/completions"
+    env = {
+        **os.environ,
+        # No network beyond package registries here: use the bundled model cost map, send no telemetry.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+    }
+    command = [str(litellm_binary()), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--num_workers", "1"]
+    process = start(command, log, env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health/liveliness", process, log, timeout=240)
+    except (RuntimeError, TimeoutError) as exc:
+        process.terminate()
+        raise LiteLLMUnavailable(f"the LiteLLM proxy did not start: {exc}") from None
+    return process, f"{base}/v1/chat/completions", master_key
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (a real measurement, never an average of several)."""
+    ordered = sorted(rounds, key=lambda run: run["rps"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_rps"] = [run["rps"] for run in rounds]
+    return chosen
+
+
+def _diff(value: float | None, baseline: float | None) -> float | None:
+    return None if value is None or baseline is None else round(value - baseline, 3)
+
+
+def _ratio(value: float, baseline: float | None) -> float | None:
+    return round(value / baseline, 2) if baseline else None
+
+
+def measure(targets: list[Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for stream in (False, True):
+        for concurrency in args.concurrency:
+            runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+            for round_ in range(args.rounds):
+                for target in targets:
+                    run = load(target, stream, concurrency, args)
+                    runs[target.name].append(run)
+                    mode = "stream" if stream else "json"
+                    print(
+                        f"  {mode:<6} c={concurrency:<3} round {round_ + 1}: {target.name:<8} {run['rps']:>8.0f} req/s"
+                        f"  p50 {run['p50_ms']} ms  errors {run['errors']}",
+                        flush=True,
+                    )
+            chosen = {name: median_round(results) for name, results in runs.items()}
+            direct, litellm = chosen["direct"], chosen.get("litellm")
+            for target in targets:
+                run = chosen[target.name]
+                rows.append(
+                    {
+                        "target": target.name,
+                        "stream": stream,
+                        "concurrency": concurrency,
+                        **{key: value for key, value in run.items() if key not in ("url", "concurrency")},
+                        "added_p50_ms": None if target.name == "direct" else _diff(run["p50_ms"], direct["p50_ms"]),
+                        "added_p99_ms": None if target.name == "direct" else _diff(run["p99_ms"], direct["p99_ms"]),
+                        "rps_vs_direct": _ratio(run["rps"], direct["rps"]),
+                        "rps_vs_litellm": _ratio(run["rps"], litellm["rps"]) if litellm else None,
+                    }
+                )
+    return rows
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'mode':<10}{'conc':>5}  {'target':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'+p50 ms':>9}{'+p99 ms':>9}{'rps/direct':>11}{'ovh hdr':>9}"
+        "| mode | conc | target | req/s | p50 ms | p99 ms | +p50 ms | +p99 ms | x direct | x LiteLLM "
+        "| CPU µs/req | errors |"
     )
-    lines = [header, "-" * len(header)]
+    lines = [header, "|" + "|".join(["---"] * 3 + ["---:"] * 9) + "|"]
     for row in rows:
-        added50 = "" if row["added_p50_ms"] is None else f"{row['added_p50_ms']:.3f}"
-        added99 = "" if row["added_p99_ms"] is None else f"{row['added_p99_ms']:.3f}"
-        overhead = "" if row["router_overhead_p50_ms"] is None else f"{row['router_overhead_p50_ms']:.3f}"
-        lines.append(
-            f"{'stream' if row['stream'] else 'json':<10}{row['concurrency']:>5}  {row['name']:<9}{row['rps']:>9.0f}"
-            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{added50:>9}{added99:>9}{row['rps_ratio']:>11.2f}{overhead:>9}"
-        )
+        cells = [
+            "stream" if row["stream"] else "json",
+            str(row["concurrency"]),
+            row["target"],
+            f"{row['rps']:.0f}",
+            _cell(row["p50_ms"], 3),
+            _cell(row["p99_ms"], 3),
+            _cell(row["added_p50_ms"], 3),
+            _cell(row["added_p99_ms"], 3),
+            _cell(row["rps_vs_direct"]),
+            _cell(row["rps_vs_litellm"], 1),
+            _cell(row["cpu_us_per_request"]),
+            str(row["errors"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> None:
+def verdicts(rows: list[dict[str, Any]], memory: dict[str, Any]) -> list[str]:
+    """Issue 3's targets against this run, hit or miss."""
+
+    def row(target: str, stream: bool, concurrency: int) -> dict[str, Any] | None:
+        return next(
+            (r for r in rows if (r["target"], r["stream"], r["concurrency"]) == (target, stream, concurrency)), None
+        )
+
+    out = []
+    c1 = row("router", False, 1)
+    if c1 is not None and c1["added_p50_ms"] is not None:
+        hit = c1["added_p50_ms"] <= TARGET_ADDED_P50_MS
+        out.append(f"added p50 at concurrency 1 (json): {c1['added_p50_ms']:.3f} ms (target <= 0.5): {_hit(hit)}")
+    c32 = row("router", False, 32)
+    if c32 is not None:
+        hit = c32["rps"] >= TARGET_RPS_AT_32
+        out.append(f"req/s at concurrency 32 (json): {c32['rps']:.0f} (target >= 2500): {_hit(hit)}")
+    ratios = [r["rps_vs_litellm"] for r in rows if r["target"] == "router" and r["rps_vs_litellm"] is not None]
+    if ratios:
+        worst = min(ratios)
+        hit = worst >= TARGET_LITELLM_RATIO
+        out.append(f"throughput vs LiteLLM: {worst:.1f}x at worst (target >= 15x): {_hit(hit)}")
+    else:
+        out.append("throughput vs LiteLLM: not measured in this run")
+    peak = memory["router"]["after_load"]["peak_rss_mb"]
+    out.append(f"router peak RSS: {peak} MB (target <= 80): {_hit(peak <= TARGET_RSS_MB)}")
+    return out
+
+
+def _hit(hit: bool) -> str:
+    return "HIT" if hit else "MISS"
+
+
+def machine_facts() -> dict[str, Any]:
+    try:
+        load_average = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        load_average = []
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "load_average_at_start": load_average,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hybridroute-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
+    facts = machine_facts()
     try:
         sim_port = free_port()
-        sim = [sys.executable, str(ROOT / "e2e" / "upstream_sim.py"), "--port", str(sim_port), "--chunks", "8"]
-        processes.append(start(sim, workdir / "sim.log"))
+        sim_log = workdir / "sim.log"
+        sim = start([sys.executable, str(SIMULATOR), "--port", str(sim_port), "--chunks", "8"], sim_log)
+        processes.append(sim)
         sim_base = f"http://127.0.0.1:{sim_port}/v1"
-        wait_http(f"{sim_base}/models")
+        wait_http(f"{sim_base}/models", sim, sim_log)
 
         config = {
             "modelAliases": ["auto"],
@@ -202,73 +365,78 @@ async def main_async(args: argparse.Namespace) -> None:
         config_path = workdir / "router.yaml"
         config_path.write_text(yaml.safe_dump(config))
         router_port = free_port()
+        router_log = workdir / "router.log"
         router_cmd = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config_path)]
         router_cmd += ["--port", str(router_port), "--log-level", args.router_log_level]
-        router = start(router_cmd, workdir / "router.log")
+        router = start(router_cmd, router_log)
         processes.append(router)
-        wait_http(f"http://127.0.0.1:{router_port}/readyz")
-        idle_rss = rss_mb(router.pid)
+        wait_http(f"http://127.0.0.1:{router_port}/readyz", router, router_log)
 
-        targets = {
-            "direct": f"{sim_base}/chat/completions",
-            "router": f"http://127.0.0.1:{router_port}/v1/chat/completions",
-        }
+        targets = [
+            Target("direct", f"{sim_base}/chat/completions", None),
+            Target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions", router.pid),
+        ]
+        litellm_error = None
         if args.litellm:
-            litellm, litellm_url = start_litellm(workdir, sim_base)
-            processes.append(litellm)
-            targets["litellm"] = litellm_url
+            try:
+                litellm, litellm_url, master_key = start_litellm(workdir, sim_base, workdir / "litellm.log")
+                processes.append(litellm)
+                targets.append(Target("litellm", litellm_url, litellm.pid, master_key))
+            except LiteLLMUnavailable as exc:
+                litellm_error = str(exc)
+                print(f"\n!!! LITELLM NOT MEASURED: {litellm_error}\n", file=sys.stderr, flush=True)
 
-        rows: list[dict[str, Any]] = []
-        for stream in (False, True):
-            for concurrency in args.concurrency:
-                baseline: Run | None = None
-                for name, url in targets.items():
-                    run, _ = await load(url, stream, concurrency, args.duration, args.warmup)
-                    if name == "direct":
-                        baseline = run
-                    assert baseline is not None
-                    row = {"name": name, **asdict(run)}
-                    row["added_p50_ms"] = None if name == "direct" else round(run.p50_ms - baseline.p50_ms, 3)
-                    row["added_p99_ms"] = None if name == "direct" else round(run.p99_ms - baseline.p99_ms, 3)
-                    row["rps_ratio"] = round(run.rps / baseline.rps, 3) if baseline.rps else 0.0
-                    rows.append(row)
-                    print(f"  {name:<8} stream={stream!s:<5} c={concurrency:<3} {run.rps:>8.0f} req/s", flush=True)
-        loaded_rss = rss_mb(router.pid)
+        memory = {target.name: {"idle": tree_memory_mb(target.pid)} for target in targets if target.pid}
+        rows = measure(targets, args)
+        for target in targets:
+            if target.pid:
+                memory[target.name]["after_load"] = tree_memory_mb(target.pid)
+
         print()
         print(table(rows))
-        print(
-            f"\nrouter RSS: idle {idle_rss['rss_mb']} MB, after load {loaded_rss['rss_mb']} MB "
-            f"(peak {loaded_rss['peak_rss_mb']} MB)"
-        )
+        print()
+        for name, sizes in memory.items():
+            idle, loaded = sizes["idle"], sizes["after_load"]
+            after = f"after load {loaded['rss_mb']} MB (peak {loaded['peak_rss_mb']} MB)"
+            print(f"{name} RSS: idle {idle['rss_mb']} MB, {after}")
+        if litellm_error:
+            print(f"LiteLLM: NOT MEASURED ({litellm_error})")
+        print()
+        for line in verdicts(rows, memory):
+            print(line)
         result = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "settings": {k: v for k, v in vars(args).items()},
-            "router_rss": {"idle": idle_rss, "after_load": loaded_rss},
+            "machine": facts,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "settings": vars(args),
+            "memory": memory,
+            "litellm_error": litellm_error,
             "runs": rows,
+            "verdicts": verdicts(rows, memory),
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"router_overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.write_text(json.dumps(result, indent=2))
-        print(f"results: {out.relative_to(ROOT)}")
+        print(f"\nresults: {out.relative_to(ROOT)}   (process logs: {workdir})")
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             try:
-                process.wait(10)
+                process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each target's median is kept")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--router-log-level", default="info", choices=["debug", "info", "warning"])
-    parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (installed on demand)")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (own venv)")
+    run(parser.parse_args())
 
 
 if __name__ == "__main__":
