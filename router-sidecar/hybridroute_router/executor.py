@@ -247,7 +247,8 @@ class Executor:
         while index < len(candidates) and trail.attempts < max_attempts and not trail.out_of_retries:
             candidate = candidates[index]
             endpoint = candidate.endpoint
-            admitted = self._admit(candidate, trail)
+            last_resort = request.decision.private and index == len(candidates) - 1
+            admitted = self._admit(candidate, trail, last_resort)
             if admitted is None:
                 index += 1
                 continue
@@ -290,8 +291,14 @@ class Executor:
             return self._complete(request, *invalid_answer, trail)
         raise self._give_up(request, trail)
 
-    def _admit(self, candidate: Candidate, trail: _Trail) -> tuple[CircuitBreaker, bool] | None:
-        """Take the endpoint's concurrency slot, breaker permit and (on retries) retry budget."""
+    def _admit(
+        self, candidate: Candidate, trail: _Trail, last_resort: bool = False
+    ) -> tuple[CircuitBreaker, bool] | None:
+        """Take the endpoint's concurrency slot, breaker permit and (on retries) retry budget.
+
+        `last_resort`: a private request's last candidate. Busy half-open probe slots do not refuse it:
+        it has nowhere else to go and the endpoint is not failing (the "all-open" reasoning).
+        """
         endpoint = candidate.endpoint
         if not self.limiter.try_acquire(endpoint.name, endpoint.max_concurrency):
             trail.failures.append(f"{endpoint.name}: at maxConcurrency")
@@ -305,6 +312,8 @@ class Executor:
         # The decision's "all-open" pick goes out without a permit: policy chose it deliberately.
         slot = candidate.reason != "all-open"
         if slot and not breaker.try_acquire():
+            if last_resort and breaker.state == "half-open":
+                return breaker, False
             self.limiter.release(endpoint.name)
             trail.failures.append(f"{endpoint.name}: circuit open")
             return None
