@@ -1,0 +1,118 @@
+"""The router's own CPU time per request, in process, with a canned upstream: no sockets, no server.
+
+    .venv/bin/python bench/hotpath.py [--requests 20000] [--log-level info] [--profile]
+
+Drives `RouterApp` through its ASGI interface with one routine chat completion again and again;
+the transport answers at once with a fixed OpenAI response. What is left is exactly the router's
+code on the request path: body read, JSON parse, profile, decision, attempt bookkeeping, metrics,
+headers, decision log. Much less noisy than the end-to-end benchmark on a shared machine, so use it
+to compare changes to the hot path; `--profile` prints where the time goes (cProfile).
+
+In a real server the same code runs with colder caches between socket events, so it costs about
+twice this there (compare router_overhead.py's CPU per request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import pstats
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from hybridroute_router.app import RouterApp
+from hybridroute_router.cli import configure_logging
+from hybridroute_router.config import parse_config
+from hybridroute_router.loader import ConfigHolder
+from hybridroute_router.upstream import UpstreamRequest
+
+ANSWER = orjson.dumps(
+    {
+        "id": "bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "sim",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+)
+BODY = b'{"model":"auto","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}'
+
+
+class CannedResponse:
+    status = 200
+    headers: Mapping[str, str] = {"content-type": "application/json"}
+
+    async def read(self) -> bytes:
+        return ANSWER
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield ANSWER
+
+    def close(self) -> None:
+        pass
+
+
+class CannedTransport:
+    async def send(self, request: UpstreamRequest) -> CannedResponse:
+        return CannedResponse()
+
+
+async def measure(requests: int, profile: bool) -> float:
+    config = parse_config(
+        {
+            "modelAliases": ["auto"],
+            "endpoints": [{"name": "local", "type": "local", "baseURL": "http://127.0.0.1:9/v1", "model": "sim"}],
+        }
+    )
+    app = RouterApp(ConfigHolder(config), transport=CannedTransport())
+    headers = [(b"host", b"127.0.0.1:8040"), (b"content-type", b"application/json")]
+    headers += [(b"authorization", b"Bearer bench"), (b"content-length", str(len(BODY)).encode())]
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+    message = {"type": "http.request", "body": BODY, "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(event: dict[str, Any]) -> None:
+        if event["type"] == "http.response.start":
+            statuses.append(event["status"])
+
+    for _ in range(2000):  # warm up: caches, the interpreter's specialisation
+        await app(scope, receive, send)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    started = time.process_time()
+    for _ in range(requests):
+        await app(scope, receive, send)
+    elapsed = time.process_time() - started
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    if set(statuses) != {200}:
+        raise SystemExit(f"unexpected statuses: {sorted(set(statuses))}")
+    return elapsed / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--profile", action="store_true", help="print a cProfile summary (slows it down)")
+    args = parser.parse_args()
+    configure_logging(args.log_level)
+    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
+    per_request = asyncio.run(measure(args.requests, args.profile))
+    print(f"{per_request:.1f} µs CPU per request (router code only, log level {args.log_level})")
+
+
+if __name__ == "__main__":
+    main()
