@@ -25,7 +25,7 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    # round() first: 0.95 * 60 is 57.00000000000001 in floating point, whose ceiling would skip a rank.
+    # round() first: a product q * n can land a hair above a whole number, and its ceiling skip a rank.
     rank = math.ceil(round(fraction * len(ordered), 9))
     return ordered[min(len(ordered), max(1, rank)) - 1]
 
