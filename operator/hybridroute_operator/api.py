@@ -27,19 +27,13 @@ from pydantic_core import PydanticCustomError
 
 from hybridroute_router.config import (
     DNS_LABEL,
-    BudgetConfig,
     Capabilities,
     CircuitBreakerConfig,
-    ComplexityConfig,
-    FallbackConfig,
     Model,
+    PolicySections,
     Pricing,
-    PrivacyConfig,
-    RolloutConfig,
-    Rule,
     RuleMatch,
     SecretKeyRef,
-    SLOConfig,
 )
 
 GROUP: Final = "hybridroute.io"
@@ -493,31 +487,13 @@ class LabelSelector(Model):
     """Set-based requirements."""
 
 
-class RoutingPolicySpec(CrossFieldChecked):
+class RoutingPolicySpec(CrossFieldChecked, PolicySections):
     """How requests for the policy's model aliases are routed among its endpoints."""
 
     endpoints: Annotated[list[EndpointRef] | None, Field(min_length=1, max_length=1000)] = None
     """Endpoints by name (each name once). Set this, endpointSelector, or both (the union is used)."""
     endpoint_selector: LabelSelector | None = None
     """Endpoints by label, in addition to `endpoints`."""
-    model_aliases: Annotated[list[str], Field(min_length=1, max_length=64)] = ["auto"]
-    """Model names clients send (the `model` field); /v1/models lists them."""
-    privacy: PrivacyConfig = PrivacyConfig()
-    """Which requests are sensitive; a sensitive request never goes to a cloud endpoint."""
-    rules: Annotated[list[Rule], Field(default_factory=list, max_length=256)]
-    """Ordered rules; the first that matches sets the local/cloud preference or the endpoint list."""
-    slo: SLOConfig = SLOConfig()
-    """Latency objectives: timeouts and the p95 that opens circuit breakers."""
-    complexity: ComplexityConfig = ComplexityConfig()
-    """Complexity scoring; complex requests prefer cloud unless a rule says otherwise."""
-    fallback: FallbackConfig = FallbackConfig()
-    """Failover to the next candidate before the first byte, bounded by attempts and a retry budget."""
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    """Per-endpoint circuit breaker: passive failure counting plus Prometheus p95."""
-    budget: BudgetConfig = BudgetConfig()
-    """Cloud spend caps and what happens when one is reached."""
-    rollout: RolloutConfig = RolloutConfig()
-    """Share of eligible traffic offered to local endpoints first (gradual migration)."""
 
 
 class ResolvedEndpoint(StatusModel):

@@ -104,16 +104,8 @@ def compile_policy(policy: PolicyInput, endpoints: Mapping[str, EndpointSnapshot
     try:
         config = RouterConfig(
             policy=PolicyRef(namespace=policy.namespace, name=policy.name, generation=policy.generation),
-            model_aliases=spec.model_aliases,
             endpoints=[endpoint for endpoint, _ in compiled],
-            privacy=spec.privacy,
-            rules=spec.rules,
-            slo=spec.slo,
-            complexity=spec.complexity,
-            fallback=spec.fallback,
-            circuit_breaker=spec.circuit_breaker,
-            budget=spec.budget,
-            rollout=spec.rollout,
+            **spec.policy_sections(),
         ).finalize()
     except ValidationError as exc:
         raise CompileError(Reason.COMPILE_FAILED, f"router config invalid: {_first_errors(exc)}") from None

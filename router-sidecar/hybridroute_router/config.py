@@ -361,23 +361,44 @@ class PolicyRef(Model):
     generation: int = 0
 
 
-class RouterConfig(Model):
+class PolicySections(Model):
+    """The routing policy proper: written by users in a RoutingPolicy spec, served by routers as is.
+
+    Both `RouterConfig` and the operator's `RoutingPolicySpec` inherit these fields, so a section
+    added here reaches the CRD schema, the compiler and the router at once.
+    """
+
+    model_aliases: Annotated[list[str], Field(min_length=1, max_length=64)] = ["auto"]
+    """Model names clients send (the `model` field); /v1/models lists them."""
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Which requests are sensitive; a sensitive request never goes to a cloud endpoint."""
+    rules: Annotated[list[Rule], Field(default_factory=list, max_length=256)]
+    """Ordered rules; the first that matches sets the local/cloud preference or the endpoint list."""
+    slo: SLOConfig = SLOConfig()
+    """Latency objectives: timeouts and the p95 that opens circuit breakers."""
+    complexity: ComplexityConfig = ComplexityConfig()
+    """Complexity scoring; complex requests prefer cloud unless a rule says otherwise."""
+    fallback: FallbackConfig = FallbackConfig()
+    """Failover to the next candidate before the first byte, bounded by attempts and a retry budget."""
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    """Per-endpoint circuit breaker: passive failure counting plus Prometheus p95."""
+    budget: BudgetConfig = BudgetConfig()
+    """Cloud spend caps and what happens when one is reached."""
+    rollout: RolloutConfig = RolloutConfig()
+    """Share of eligible traffic offered to local endpoints first (gradual migration)."""
+
+    def policy_sections(self) -> dict[str, Any]:
+        """These fields only, as model instances (to build another PolicySections subclass from)."""
+        return {name: getattr(self, name) for name in PolicySections.model_fields}
+
+
+class RouterConfig(PolicySections):
     """The compiled config document the router serves from."""
 
     schema_version: Literal["hybridroute.io/router-config/v1"] = SCHEMA_VERSION
     """Document format version; a router refuses versions it does not know."""
     policy: PolicyRef = PolicyRef()
-    model_aliases: Annotated[list[str], Field(min_length=1, max_length=64)] = ["auto"]
-    """Model names clients may request; /v1/models lists them."""
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1, max_length=1000)]
-    privacy: PrivacyConfig = PrivacyConfig()
-    rules: Annotated[list[Rule], Field(default_factory=list, max_length=256)]
-    slo: SLOConfig = SLOConfig()
-    complexity: ComplexityConfig = ComplexityConfig()
-    fallback: FallbackConfig = FallbackConfig()
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    budget: BudgetConfig = BudgetConfig()
-    rollout: RolloutConfig = RolloutConfig()
     config_hash: str = ""
     """sha256 of the canonical document without this field; filled by `finalize`."""
 
