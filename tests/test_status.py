@@ -189,3 +189,12 @@ def test_failed_compile_keeps_the_last_good_hash() -> None:
         "CompileFailed",
         "2025-01-01T12:05:00Z",
     )
+
+
+def test_busy_external_server_stays_ready_but_degraded() -> None:
+    busy = conditions_of(external_server_health("http://ws:11434/v1", "no answer within 3s", busy=True))
+    assert busy["Ready"] == (True, "EndpointBusy")
+    assert busy["Degraded"] == (True, "EndpointBusy")
+    # the same timeout on a server that never was ready is simply unreachable
+    gone = conditions_of(external_server_health("http://ws:11434/v1", "no answer within 3s", busy=False))
+    assert gone["Ready"] == (False, "EndpointUnreachable")

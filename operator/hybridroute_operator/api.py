@@ -104,6 +104,7 @@ class Reason:
     # InferenceEndpoint, existing server (url)
     ENDPOINT_REACHABLE: Final = "EndpointReachable"
     ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
+    ENDPOINT_BUSY: Final = "EndpointBusy"
     # InferenceEndpoint, cloud
     SECRET_FOUND: Final = "SecretFound"
     SECRET_MISSING: Final = "SecretMissing"

@@ -163,11 +163,24 @@ def _deployment_failure(conditions: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def external_server_health(url: str, error: str | None) -> EndpointHealth:
-    """Health of an existing server given by `spec.local.url`; `error` is the probe failure, if any."""
+def external_server_health(url: str, error: str | None, *, busy: bool = False) -> EndpointHealth:
+    """Health of an existing server given by `spec.local.url`; `error` is the probe failure, if any.
+
+    `busy`: the probe timed out on a server that was Ready. A local model server answers /models only
+    after the requests queued ahead of it, so a slow answer under load means busy, not gone: it stays
+    Ready (Degraded says so) and the routers' breakers deal with its latency. Dropping it would leave
+    private requests with nowhere to go. Refused connections and DNS failures are unreachable.
+    """
     if error is None:
         verdict = (True, Reason.ENDPOINT_REACHABLE, f"{url} answered")
         return _health(verdict, _settled(verdict), _settled(verdict))
+    if busy:
+        message = f"{url}: {error}; it was ready, so it is treated as busy (routers' breakers handle latency)"
+        return _health(
+            (True, Reason.ENDPOINT_BUSY, message),
+            (False, Reason.ENDPOINT_BUSY, message),
+            (True, Reason.ENDPOINT_BUSY, message),
+        )
     verdict = (False, Reason.ENDPOINT_UNREACHABLE, f"{url}: {error}")
     return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
 

@@ -83,8 +83,9 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
         health = status.cloud_health(secret, exists)
     elif spec.local is not None and spec.local.url is not None:
         url, model = spec.local.url, spec.local.model
-        error = await probe_server(url, timeout_seconds=state.tuning.probe_timeout_seconds)
-        health = status.external_server_health(url, error)
+        error, timed_out = await probe_server(url, timeout_seconds=state.tuning.probe_timeout_seconds)
+        was_ready = status.is_true((body.get("status") or {}).get("conditions") or [], "Ready")
+        health = status.external_server_health(url, error, busy=timed_out and was_ready)
     elif spec.local is not None:
         model = spec.local.model
         owner = render.Owner(name=name, namespace=namespace, uid=metadata["uid"])
@@ -152,8 +153,8 @@ def _announce_circuit(body: kopf.Body, before: Any, after: Any) -> None:
     )
 
 
-async def probe_server(url: str, *, timeout_seconds: float) -> str | None:
-    """GET {url}/models; None when the server answers (any status below 500), else what went wrong."""
+async def probe_server(url: str, *, timeout_seconds: float) -> tuple[str | None, bool]:
+    """GET {url}/models: (None, False) when it answers below 500, else (what went wrong, timed out?)."""
     target = url.rstrip("/") + "/models"
     try:
         async with (
@@ -161,12 +162,12 @@ async def probe_server(url: str, *, timeout_seconds: float) -> str | None:
             session.get(target, allow_redirects=False) as response,
         ):
             if response.status >= 500:
-                return f"HTTP {response.status} from /models"
-            return None
+                return f"HTTP {response.status} from /models", False
+            return None, False
     except TimeoutError:
-        return f"no answer within {timeout_seconds:g}s"
+        return f"no answer within {timeout_seconds:g}s", True
     except aiohttp.ClientError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}", False
 
 
 def _api_reason(exc: kubernetes.client.ApiException) -> str:
