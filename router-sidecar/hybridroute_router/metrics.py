@@ -20,8 +20,34 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from .p95 import EvaluationStatus
 
-# Up to 120 s: local models on small GPUs can take a minute or two for long generations.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120)
+# Up to 120 s: local models on small GPUs can take a minute or two for long generations. Denser
+# between 0.5 s and 15 s, where chat SLOs sit: the p95 breaker compares histogram_quantile() with the
+# SLO, and a quantile can only be as sharp as the buckets around it (2.5 -> 5 s made a 3 s SLO coarse).
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    1.5,
+    2,
+    2.5,
+    3,
+    4,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    60,
+    90,
+    120,
+)
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 10)
 BREAKER_STATES = ("closed", "half-open", "open")
 
