@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -180,10 +181,6 @@ class Operator:
     name = "hybridroute operator (all namespaces)"
     process = "operator"
 
-    def __init__(self, environment: dict[str, str] | None = None) -> None:
-        self.environment = environment or {}
-        """Operator tuning (settings.Tuning reads HYBRIDROUTE_* variables)."""
-
     def start(self, demo: Demo) -> None:
         if processes.running_pid(demo.dir, self.process) is not None:
             return
@@ -192,7 +189,7 @@ class Operator:
             raise DemoError(f"{executable} is missing: run `make install`")
         liveness = f"http://127.0.0.1:{processes.free_port()}/healthz"
         command = [str(executable), "--standalone", "--all-namespaces", "--liveness", liveness]
-        environment = {**os.environ, **self.environment, "KUBECONFIG": str(demo.cluster.kubeconfig)}
+        environment = {**os.environ, "KUBECONFIG": str(demo.cluster.kubeconfig)}
         processes.spawn(demo.dir, self.process, command, env=environment)
         _log(f"operator log: {demo.dir / 'logs' / 'operator.log'}")
         _wait_for(lambda: self._alive(demo, liveness), "the operator's liveness endpoint", timeout=60)
@@ -429,15 +426,43 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
     )
 
 
-# llama-cpp-python answers /v1/models (the operator's probe of a `url` endpoint) only once the
-# requests queued before it are done. Under the demo's peak that takes longer than the operator's 3 s
-# default, which would mark a busy but healthy server unreachable and drop it from the routers' config.
-SLOW_PROBE_TIMEOUT = {"HYBRIDROUTE_PROBE_TIMEOUT_SECONDS": "60"}
+class Samples:
+    """The CRD samples (crds/samples/) in their own namespace, so `kubectl get ie,rp -A` shows each kind.
+
+    Their vLLM pool is a managed Deployment; no kubelet runs here, so the stand-in kubelet
+    (e2e/standin_kubelet.py) binds its pods to a fake GPU node and reports them Ready, and the real
+    Deployment controller and the operator do the rest. The Ollama workstation sample points at a
+    machine that is not there and honestly stays unready.
+    """
+
+    name = "samples from crds/samples/ (namespace hybridroute-samples; stand-in kubelet for the vLLM pool)"
+    namespace = "hybridroute-samples"
+    selector = "app.kubernetes.io/managed-by=hybridroute"
+
+    def start(self, demo: Demo) -> None:
+        with contextlib.suppress(LocalClusterError):  # already there on a repeated `up`
+            demo.cluster.kubectl("create", "namespace", self.namespace)
+        demo.cluster.kubectl("apply", "--namespace", self.namespace, f"--filename={CRD_DIR / 'samples'}")
+        demo.cluster.register_fake_node(
+            "demo-gpu-node", capacity={"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi"}
+        )
+        _wait_for(lambda: self._pools_ready(demo), "the vLLM sample pool's Deployment to be ready", 90)
+
+    def _pools_ready(self, demo: Demo) -> bool:
+        demo.cluster.mark_pods_ready(self.namespace, self.selector)
+        listing = demo.cluster.kubectl("get", "deployments", "-n", self.namespace, "-l", self.selector, "-o", "json")
+        pools = json.loads(listing)["items"]
+        return bool(pools) and all(pool["status"].get("readyReplicas", 0) == pool["spec"]["replicas"] for pool in pools)
+
+    def stop(self, demo: Demo) -> None:
+        """Nothing to undo: the samples go with the control plane."""
+
 
 STEPS: tuple[Step, ...] = (
     ControlPlane(),
     CustomResourceDefinitions(),
-    Operator(SLOW_PROBE_TIMEOUT),
+    Operator(),
+    Samples(),
     LocalModel(),
     CloudSimulator(),
     Prometheus(),

@@ -94,6 +94,19 @@ def test_short_demo_routes_and_reports_then_down_leaves_nothing_running(tmp_path
     assert str(state / "report.md") in up.stderr
     assert str(state / "demo.png") in up.stderr
 
+    # The CRD samples are listed too, each as honest as its situation: the vLLM pool Ready through the
+    # stand-in kubelet, the OpenAI endpoint Ready (its Secret exists), the absent workstation not Ready.
+    def sample_row(name: str) -> list[str]:
+        rows = [
+            line.split() for line in up.stdout.splitlines() if "hybridroute-samples" in line and f"/{name} " in line
+        ]
+        assert len(rows) == 1, up.stdout
+        return rows[0]
+
+    assert "True" in sample_row("llama-8b-vllm")
+    assert "True" in sample_row("openai-gpt-4o-mini")
+    assert "False" in sample_row("workstation-ollama")
+
     # `down` stopped every daemon `up` started and left no pid file behind.
     assert [name for name, pid in running.items() if processes.is_alive(pid)] == []
     assert list(state.glob("*.pid")) == []
