@@ -188,7 +188,10 @@ class Operator:
         if not executable.is_file():
             raise DemoError(f"{executable} is missing: run `make install`")
         liveness = f"http://127.0.0.1:{processes.free_port()}/healthz"
+        # The demo's Prometheus (started later; the operator waits for it) gives status its P95/Circuit.
+        prometheus_url = demo.url(demo.port.prometheus)
         command = [str(executable), "--standalone", "--all-namespaces", "--liveness", liveness]
+        command += ["--prometheus-url", prometheus_url]
         environment = {**os.environ, "KUBECONFIG": str(demo.cluster.kubeconfig)}
         processes.spawn(demo.dir, self.process, command, env=environment)
         _log(f"operator log: {demo.dir / 'logs' / 'operator.log'}")

@@ -96,16 +96,20 @@ def test_short_demo_routes_and_reports_then_down_leaves_nothing_running(tmp_path
 
     # The CRD samples are listed too, each as honest as its situation: the vLLM pool Ready through the
     # stand-in kubelet, the OpenAI endpoint Ready (its Secret exists), the absent workstation not Ready.
-    def sample_row(name: str) -> list[str]:
-        rows = [
-            line.split() for line in up.stdout.splitlines() if "hybridroute-samples" in line and f"/{name} " in line
-        ]
+    def row(namespace: str, name: str) -> list[str]:
+        rows = [line.split() for line in up.stdout.splitlines() if line.startswith(namespace) and f"/{name} " in line]
         assert len(rows) == 1, up.stdout
         return rows[0]
 
-    assert "True" in sample_row("llama-8b-vllm")
-    assert "True" in sample_row("openai-gpt-4o-mini")
-    assert "False" in sample_row("workstation-ollama")
+    assert "True" in row("hybridroute-samples", "llama-8b-vllm")
+    assert "True" in row("hybridroute-samples", "openai-gpt-4o-mini")
+    assert "False" in row("hybridroute-samples", "workstation-ollama")
+    # The operator read the fleet's p95 and circuit from the demo's Prometheus into status (columns
+    # NAMESPACE NAME TYPE MODEL READY P95 CIRCUIT AGE).
+    for endpoint_name in (LOCAL, CLOUD):
+        _, _, _, _, ready, p95, circuit, _ = row("hybridroute-demo", endpoint_name)
+        assert (ready, circuit) == ("True", "closed")
+        assert int(p95) > 0
 
     # `down` stopped every daemon `up` started and left no pid file behind.
     assert [name for name, pid in running.items() if processes.is_alive(pid)] == []
