@@ -249,3 +249,31 @@ def test_health_and_readiness_follow_the_config(router: Any) -> None:
     status, raw = http("GET", f"{running.url}/readyz")
     assert status == 200
     assert orjson.loads(raw)["configHash"] == running.holder.current.config_hash
+
+
+def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_decision_offers_one(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    """The privacy promise holds at the I/O boundary too, not only in `decide`: break `decide` and see."""
+    import dataclasses
+
+    from hybridroute_router.policy import Candidate
+
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    running = router(local_and_cloud(local, cloud), environ=ENVIRON)
+    real_decide = running.app._decide
+
+    def broken_decide(profile: Any, config: Any) -> Any:
+        decision = real_decide(profile, config)
+        leak = Candidate(config.endpoint("cloud-a"), "preferred", 0.0)  # the bug: cloud first for a private request
+        return dataclasses.replace(decision, candidates=(leak, *decision.candidates))
+
+    running.app._decide = broken_decide
+    response = sdk_client(running).chat.completions.with_raw_response.create(
+        model="auto", messages=ROUTINE, extra_headers={"x-hybridroute-privacy": "private"}
+    )
+
+    assert response.headers["x-hybridroute-endpoint"] == "local-a"
+    assert cloud.requests == []
+    _, metrics = http("GET", f"{running.url}/metrics")
+    assert b'hybridroute_privacy_blocks_total{outcome="cloud_candidate_refused",policy="standalone"} 1.0' in metrics

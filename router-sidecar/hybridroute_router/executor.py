@@ -247,6 +247,14 @@ class Executor:
         while index < len(candidates) and trail.attempts < max_attempts and not trail.out_of_retries:
             candidate = candidates[index]
             endpoint = candidate.endpoint
+            if request.decision.private and not endpoint.is_local:
+                # Defence in depth for the promise: `decide` never offers a cloud endpoint to a private
+                # request; should a bug ever make it, the bytes still do not leave.
+                log.error("private request offered a cloud endpoint; refused", extra={"endpoint": endpoint.name})
+                self.metrics.observe_privacy_block(request.config.policy.name, "cloud_candidate_refused")
+                trail.failures.append(f"{endpoint.name}: cloud endpoint refused for a private request")
+                index += 1
+                continue
             last_resort = request.decision.private and index == len(candidates) - 1
             admitted = self._admit(candidate, trail, last_resort)
             if admitted is None:
