@@ -1,6 +1,7 @@
 """Build and cache the test infrastructure binaries from the Go module proxy.
 
-The local control plane needs kube-apiserver, kube-controller-manager, kubectl and etcd; the chart
+The local control plane needs kube-apiserver, kube-controller-manager, kubectl and etcd, its real
+node the kubelet, kube-scheduler and kube-proxy; the chart
 tests need helm. None of them may be downloaded prebuilt here, so each is compiled once from its Go
 module at a pinned version into a per-version cache directory and reused afterwards (the envtest idea,
 without the download). k8s.io/kubernetes points its staging modules at ./staging with `replace`
@@ -90,6 +91,11 @@ KUBERNETES = GoBuild(
         "k8s.io/kubernetes/cmd/kube-apiserver",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
         "k8s.io/kubernetes/cmd/kubectl",
+        # The real node: the kubelet runs pods through containerd, the scheduler binds them, and
+        # kube-proxy programs Service addresses into iptables.
+        "k8s.io/kubernetes/cmd/kubelet",
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kube-proxy",
     ),
     staging_replaces=True,
     stamps=_kubernetes_version_stamps(KUBERNETES_VERSION),
