@@ -143,7 +143,7 @@ def test_private_request_without_any_local_endpoint_is_refused_with_the_reason(
     assert caught.value.status_code == 503
     error = caught.value.body
     assert isinstance(error, dict)
-    assert error["code"] == "no_eligible_endpoint"
+    assert error["code"] == "private_no_local"  # the one refusal contract for private requests
     assert "private request" in error["message"]
     assert "no ready replicas" in error["message"]
     assert cloud.requests == []

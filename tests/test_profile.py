@@ -14,7 +14,8 @@ from hybridroute_router.config import (
     RegexDetector,
     RouterConfig,
 )
-from hybridroute_router.detectors import detectors_for, luhn_valid
+from hybridroute_router.detectors import detectors_for
+from hybridroute_router.pii import luhn_valid
 from hybridroute_router.profile import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
@@ -158,6 +159,29 @@ def test_privacy_header_matches_case_insensitively() -> None:
     assert not other_value.sensitive
 
 
+@pytest.mark.parametrize(
+    ("lines", "sensitive"),
+    [
+        ([("x-hybridroute-privacy", "private"), ("x-hybridroute-privacy", "public")], True),  # the last copy
+        ([("x-hybridroute-privacy", "public"), ("x-hybridroute-privacy", "private")], True),  # does not win
+        ([("x-hybridroute-privacy", "public, private")], True),
+        ([("x-hybridroute-privacy", "private, internal")], True),
+        ([("x-hybridroute-privacy", "true")], True),  # unknown values fail closed
+        ([("x-hybridroute-privacy", "1")], True),
+        ([("x-hybridroute-privacy", "")], True),
+        ([("X-Hybridroute-Privacy", " PUBLIC ")], False),
+        ([("x-hybridroute-privacy", "public"), ("x-hybridroute-privacy", "Public")], False),
+        ([("x-other", "private")], False),
+    ],
+)
+def test_privacy_header_reads_every_occurrence_and_value_and_fails_closed(
+    lines: list[tuple[str, str]], sensitive: bool
+) -> None:
+    profile = build_profile("chat", chat("hi"), lines, config())
+    assert profile.sensitive is sensitive
+    assert profile.sensitive_reasons == (("header",) if sensitive else ())
+
+
 def test_presence_only_header_and_policy_wide_flag() -> None:
     cfg = config(privacy=PrivacyConfig(header=HeaderMatch(name="x-tenant-eu"), all_requests_sensitive=True))
     profile = build_profile("chat", chat("hi"), {"x-tenant-eu": ""}, cfg)
@@ -189,7 +213,14 @@ def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> No
     ("detector", "text", "found"),
     [
         ("email", "write to a.b+tag@mail.example.co.uk today", True),
-        ("email", "user at example dot com", False),
+        ("email", "user at example dot com", True),  # worded at with worded dots: an address, obfuscated
+        ("email", "write to a [at] b [dot] com", True),
+        ("email", "a(at)b.com", True),
+        ("email", "jane {AT} example.org", True),
+        ("email", "jane @ example.org", True),
+        ("email", "jane\uff20example.org", True),  # fullwidth at sign
+        ("email", "docs are available at docs.python.org", False),  # a worded at needs worded dots
+        ("email", "meet at noon. dot your i's", False),
         ("phone", "call +1 (555) 123-4567", True),
         ("phone", "call 555-123-4567", True),
         ("phone", "call +4915112345678", True),
@@ -199,6 +230,19 @@ def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> No
         ("card", "5500-0000-0000-0004", True),
         ("card", "4111 1111 1111 1112", False),  # fails Luhn
         ("card", "order 1234567890123", False),
+        ("card", "4111.1111.1111.1111", True),
+        ("card", "4111/1111/1111/1111", True),
+        ("card", "4111  1111  1111  1111", True),
+        ("card", "ref-4111111111111111", True),  # right after a prefix
+        ("card", "ref-4111-1111-1111-1111", True),
+        ("card", "id:4111111111111111;", True),
+        ("card", "3782 822463 10005", True),  # Amex 4-6-5
+        ("card", "4111 1111 1111 1111 12/25", True),  # a card then its expiry
+        ("card", "41-1111-1111-1111-11", False),  # Luhn-valid digits in a tag's grouping
+        ("card", "tag 4111-1111-1111-1111-18", False),  # Luhn-valid 18 digits: a longer tag
+        ("card", "build 83-4111-1111-1111-1111", False),  # part of a longer dashed run
+        ("card", "serial 9111-1111-1111-1117", False),  # Luhn-valid but no card starts with 9
+        ("card", "4111-1111.1111 1111", False),  # mixed separators: not how cards are printed
         ("nationalId", "SSN 123-45-6789", True),
         ("nationalId", "SSN 123 45 6789", True),
         ("nationalId", "SSN 000-45-6789", False),
@@ -206,6 +250,12 @@ def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> No
         ("nationalId", "SSN 123-00-6789", False),
         ("nationalId", "SSN 123-45 6789", False),
         ("nationalId", "part 2123-45-67890", False),
+        ("nationalId", "SSN-123-45-6789", True),  # right after a prefix
+        ("nationalId", "id=123.45.6789", True),
+        ("nationalId", "ssn: 123456789", True),  # nine digits after an SSN label
+        ("nationalId", "Social Security Number 123456789", True),
+        ("nationalId", "order 123456789", False),  # nine digits without a label
+        ("nationalId", "tag 12-123-45-6789", False),  # part of a longer dashed run
     ],
 )
 def test_builtin_detectors(detector: Any, text: str, found: bool) -> None:

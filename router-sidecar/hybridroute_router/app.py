@@ -40,6 +40,7 @@ from .errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    PrivateRequestRefused,
     RouterError,
 )
 from .executor import Executor, RoutedRequest, Served
@@ -228,7 +229,8 @@ class RouterApp:
                 if rejection.filter == "capacity":
                     self.metrics.observe_capacity_skip(policy, rejection.endpoint)
             if not decision.candidates:
-                raise NoEligibleEndpoint(decision.error or "no eligible endpoint")
+                refusal = PrivateRequestRefused if decision.private else NoEligibleEndpoint
+                raise refusal(decision.error or "no eligible endpoint")
         except RouterError as exc:
             self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
             log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
@@ -250,7 +252,7 @@ class RouterApp:
         except orjson.JSONDecodeError:
             raise BadRequest("request body is not valid JSON") from None
         try:
-            profile = build_profile(kind, body, dict(client_headers), config)
+            profile = build_profile(kind, body, client_headers, config)
         except ProfileError as exc:
             raise BadRequest(exc.message, param=exc.param) from None
         if profile.model not in config.model_aliases:
@@ -288,7 +290,7 @@ class RouterApp:
             kind = "completions" if "prompt" in body else "embeddings" if "input" in body else "chat"
         client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
         try:
-            profile = build_profile(kind, body, dict(client_headers), config)
+            profile = build_profile(kind, body, client_headers, config)
         except ProfileError as exc:
             raise BadRequest(exc.message, param=exc.param) from None
         decision = self._decide(profile, config)

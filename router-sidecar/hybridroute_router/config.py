@@ -80,11 +80,15 @@ class PrivacyConfig(Model):
     all_requests_sensitive: bool = False
     """Treat every request under this policy as sensitive (policy-wide flag)."""
     header: HeaderMatch = HeaderMatch(name="x-hybridroute-privacy", values=["restricted", "private", "sensitive"])
-    """A request carrying this header (with one of its values) is sensitive."""
+    """A request carrying this header is sensitive: every occurrence and every comma-separated value is read;
+    any value other than `public` (one of the listed values, an unknown value, an empty one) makes it sensitive."""
     builtin_detectors: Annotated[list[BuiltinDetector], Field(default_factory=list, max_length=4)]
     """Built-in content detectors: email, phone, card (Luhn-checked), nationalId (US SSN shape)."""
     detectors: Annotated[list[RegexDetector], Field(default_factory=list, max_length=32)]
-    """Extra regex detectors applied to message text."""
+    """Extra regex detectors applied to every string of the request body and the forwarded headers."""
+    unreadable_content: Literal["sensitive", "ignore"] = "sensitive"
+    """Content the detectors cannot read (token-id prompts; image, audio and file parts; base64 data) when any
+    detector is configured: sensitive (fail-closed, the default) or ignore (only the readable text decides)."""
     action: Literal["localOnly"] = "localOnly"
     """localOnly: a sensitive request is never sent to a cloud endpoint, under any failure."""
 

@@ -11,6 +11,8 @@ an exception into a response, and callers catch families rather than individual 
     ├── PayloadTooLarge         413  body over the configured limit
     ├── NotReady                503  no valid config loaded yet
     ├── NoEligibleEndpoint      503  every endpoint filtered out (the message names why)
+    │   └── PrivateRequestRefused 503  a private request no local endpoint could take (code
+    │                                  private_no_local), whatever the local fault was
     └── UpstreamFailed               every attempt failed before a byte reached the client
         ├── UpstreamInvalidResponse  502  an upstream answered garbage (non-JSON where JSON was due)
         ├── UpstreamUnavailable      503  connect errors, 5xx, 429 on every attempt
@@ -87,6 +89,24 @@ class NoEligibleEndpoint(RouterError):
     status = 503
     error_type = "server_error"
     code = "no_eligible_endpoint"
+
+
+class PrivateRequestRefused(NoEligibleEndpoint):
+    """The one refusal of a private request: no local endpoint could take or answer it.
+
+    Whatever went wrong locally (no local endpoint, breaker open, timeout, 5xx, reset, an invalid
+    answer, a redirect), a private request gets this 503; the message says it is private, why
+    (`header`, `detector:<name>`, ...), what each local endpoint did, and that the cloud was not tried.
+    """
+
+    code = "private_no_local"
+
+    @classmethod
+    def for_request(cls, reasons: tuple[str, ...], local_faults: str) -> PrivateRequestRefused:
+        return cls(
+            f"private request ({', '.join(reasons)}): no local endpoint could answer it ({local_faults}); "
+            "the cloud was not tried: cloud endpoints never receive a private request"
+        )
 
 
 class UpstreamFailed(RouterError):

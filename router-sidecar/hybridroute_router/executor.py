@@ -45,6 +45,7 @@ from .cost import estimate_cost
 from .decisionlog import DecisionLog, DecisionSummary
 from .errors import (
     NoEligibleEndpoint,
+    PrivateRequestRefused,
     UpstreamFailed,
     UpstreamInvalidResponse,
     UpstreamTimeout,
@@ -408,8 +409,8 @@ class Executor:
             return _Failure("429", "429 rate limited", retry_after_seconds(headers))
         if status >= 500:
             return _Failure("5xx", f"{status} from upstream")
-        if 300 <= status < 400:
-            return _Failure("invalid", f"unexpected {status} from upstream")
+        if 300 <= status < 400:  # the transport never follows one: the body goes nowhere but the endpoint
+            return _Failure("invalid", f"redirect ({status}) refused: upstreams must answer, not redirect")
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -560,7 +561,12 @@ class Executor:
         summary = "; ".join(trail.failures) or "no candidate"
         error: UpstreamFailed | NoEligibleEndpoint
         last = trail.last_failure
-        if last is None:
+        if request.decision.private:
+            # One refusal contract, whatever the local fault: a timeout or garbage is no reason to
+            # answer a private request differently (504/502) than a local that is down.
+            error = PrivateRequestRefused.for_request(request.profile.sensitive_reasons, summary)
+            self.metrics.observe_privacy_block(request.config.policy.name, "rejected")
+        elif last is None:
             error = NoEligibleEndpoint(f"no candidate could take the request: {summary}")
         elif last.kind == "timeout":
             error = UpstreamTimeout(f"all {attempts} upstream attempts failed: {summary}")

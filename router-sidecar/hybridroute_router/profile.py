@@ -10,24 +10,39 @@ overhead and the serialized tool definitions (they occupy the context window too
 count one per id. Image parts are not counted; they only set `wants_vision`. The estimate is for
 routing (context-window fit, cost ranking, rules), not for billing, and needs no tokenizer download.
 
-Privacy markers are reasons only (`header`, `policy`, `detector:<name>`); the text that triggered a
-detector is never kept, so profiles can be logged and explained safely.
+Privacy (what makes a request sensitive; docs/privacy.md is the user's version):
+- the privacy header: every occurrence and every comma-separated value is read; any value other than
+  `public` (a configured one, an unknown one such as `true` or `1`, an empty one) makes it sensitive,
+  so a client's typo or a duplicated header fails closed;
+- `allRequestsSensitive`;
+- a detector that matches any string of the body (content.py: every field, not a list of known ones)
+  or the value of a client header that is forwarded upstream (proxy.FORWARDED_CLIENT_HEADERS);
+- with any detector configured and `unreadableContent: sensitive` (the default), content the
+  detectors cannot read: token-id prompts, image, audio and file parts, base64 data.
+
+Privacy markers are reasons only (`header`, `policy`, `detector:<name>`, `unreadable:<kind>`); the
+text that triggered a detector is never kept, so profiles can be logged and explained safely.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
 
-from .config import ComplexityConfig, HeaderMatch, RouterConfig
+from .config import ComplexityConfig, HeaderMatch, PrivacyConfig, RouterConfig
+from .content import readable_content
 from .detectors import detectors_for
+from .proxy import forwarded_client_headers
 
 Kind = Literal["chat", "completions", "embeddings"]
 
 LATENCY_BUDGET_HEADER: Final = "x-hybridroute-latency-budget-ms"
+PUBLIC_VALUE: Final = "public"
+"""The one privacy-header value that does not make a request sensitive."""
+UNREADABLE_PREFIX: Final = "unreadable:"
 CHARS_PER_TOKEN: Final = 4
 MESSAGE_OVERHEAD_TOKENS: Final = 4
 """Role markers and separators a chat template adds around each message."""
@@ -100,11 +115,37 @@ def header_matches(match: HeaderMatch, headers: Mapping[str, str]) -> bool:
     return any(wanted == candidate.lower() for candidate in match.values)
 
 
-def build_profile(kind: Kind, body: Any, headers: Mapping[str, str], config: RouterConfig) -> RequestProfile:
-    """Validate `body` enough to route it and describe it; raise ProfileError(param=...) on bad shapes."""
+def privacy_header_says_sensitive(match: HeaderMatch, headers: Sequence[tuple[str, str]]) -> bool:
+    """True when any occurrence of the privacy header carries any value but `public` (fail-closed).
+
+    `headers` is every header line as sent (duplicates kept), names lower-cased. With no values
+    configured, the header's presence is enough; otherwise the configured values are the documented
+    ones, but an unknown value is sensitive too, never public.
+    """
+    name = match.name.lower()
+    occurrences = [value for header, value in headers if header == name]
+    if not occurrences:
+        return False
+    if not match.values:
+        return True
+    tokens = [token.strip().lower() for value in occurrences for token in value.split(",")]
+    return any(token != PUBLIC_VALUE for token in tokens)
+
+
+def build_profile(
+    kind: Kind,
+    body: Any,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]],
+    config: RouterConfig,
+) -> RequestProfile:
+    """Validate `body` enough to route it and describe it; raise ProfileError(param=...) on bad shapes.
+
+    `headers`: the client's header lines (duplicates kept, as the privacy header needs) or a mapping.
+    """
     if not isinstance(body, dict):
         raise ProfileError("request body must be a JSON object")
-    lowered = {name.lower(): value for name, value in headers.items()}
+    lines = [(name.lower(), value) for name, value in (headers.items() if isinstance(headers, Mapping) else headers)]
+    lowered = dict(lines)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ProfileError("'model' must be a non-empty string", param="model")
@@ -126,7 +167,7 @@ def build_profile(kind: Kind, body: Any, headers: Mapping[str, str], config: Rou
 
     input_tokens = content.extra_tokens + sum(_estimate_tokens(text) for text in content.texts)
     max_output = 0 if kind == "embeddings" else _max_output_tokens(body)
-    reasons = _sensitive_reasons(content.texts, lowered, config)
+    reasons = _sensitive_reasons(body, lines, config.privacy)
     return RequestProfile(
         kind=kind,
         model=model,
@@ -197,14 +238,21 @@ def _estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def _sensitive_reasons(texts: list[str], headers: Mapping[str, str], config: RouterConfig) -> tuple[str, ...]:
-    privacy = config.privacy
+def _sensitive_reasons(
+    body: dict[str, Any], headers: Sequence[tuple[str, str]], privacy: PrivacyConfig
+) -> tuple[str, ...]:
     reasons: list[str] = []
-    if header_matches(privacy.header, headers):
+    if privacy_header_says_sensitive(privacy.header, headers):
         reasons.append("header")
     if privacy.all_requests_sensitive:
         reasons.append("policy")
-    reasons.extend(detectors_for(privacy).scan(texts))
+    detectors = detectors_for(privacy)
+    if detectors.detectors:  # no detector configured: nothing to read, no walk on the hot path
+        content = readable_content(body)
+        content.texts.extend(value for _, value in forwarded_client_headers(headers))
+        reasons.extend(detectors.scan(content.texts))
+        if privacy.unreadable_content == "sensitive":
+            reasons.extend(UNREADABLE_PREFIX + kind for kind in sorted(content.unreadable))
     return tuple(reasons)
 
 

@@ -3,8 +3,12 @@
 Nothing here decides where a request goes or whether to retry; the executor does. What this module
 guarantees:
 
-- The client's credentials never travel upstream (Authorization, api-key, x-api-key are dropped,
-  the endpoint's own key is set); hop-by-hop headers and our x-hybridroute-* headers are dropped.
+- Client headers are forwarded only when an upstream needs them: `FORWARDED_CLIENT_HEADERS`
+  (accept, openai-beta, x-request-id). Everything else a client sends (credentials, cookies,
+  hop-by-hop headers, `x-hybridroute-*`, the SDK's `x-stainless-*`, `openai-organization` and
+  `openai-project` of the client's own account, custom headers such as `x-end-user`) stays in the
+  pod; the endpoint's own key is set. The forwarded values are part of the request the privacy
+  detectors read (profile.py), so a forwarded header never carries PII to a cloud endpoint.
 - `model` is rewritten to the endpoint's model; streaming requests always ask for
   `stream_options.include_usage` so the router can meter tokens.
 - `SSERelay` forwards server-sent events as they arrive, whole events at a time, and removes the
@@ -21,40 +25,22 @@ from typing import Any
 
 import orjson
 
-# RFC 9110 hop-by-hop headers plus the ones the HTTP client recomputes for the new body.
-_NOT_FORWARDED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-type",
-        "accept-encoding",
-        # client credentials, in every provider's spelling
-        "authorization",
-        "api-key",
-        "x-api-key",
-        "cookie",
-    }
-)
-_OUR_PREFIX = "x-hybridroute-"
+FORWARDED_CLIENT_HEADERS = frozenset({"accept", "openai-beta", "x-request-id"})
+"""The only client headers an upstream receives (lower-case): an allow-list, so a header nobody thought
+of is dropped rather than sent to a cloud endpoint. content-type and authorization are the router's."""
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
+def forwarded_client_headers(client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The client's headers that go upstream (`FORWARDED_CLIENT_HEADERS`), names lower-cased."""
+    return [(name.lower(), value) for name, value in client_headers if name.lower() in FORWARDED_CLIENT_HEADERS]
+
+
 def upstream_headers(client_headers: Iterable[tuple[str, str]], api_key: str | None) -> dict[str, str]:
-    """Headers for the upstream request: the client's, minus credentials/hop-by-hop/ours, plus our auth."""
-    headers = {
-        name: value for name, value in client_headers if name not in _NOT_FORWARDED and not name.startswith(_OUR_PREFIX)
-    }
+    """Headers for the upstream request: the allow-listed client headers plus our content type and auth."""
+    headers = dict(forwarded_client_headers(client_headers))
     headers["content-type"] = "application/json"
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"

@@ -8,6 +8,9 @@ only three failure families, never aiohttp's own exceptions::
     ├── UpstreamConnectError     connection refused / reset / closed before a complete answer
     └── UpstreamTimeoutError     connect, first byte or total deadline passed (`.phase` says which)
 
+Redirects are never followed: an upstream's 3xx is returned as it is (the executor treats it as an
+invalid answer), so a request body only ever goes to the endpoint's own URL.
+
 Why aiohttp: httpx's pool collapses at 32 concurrent requests on this hardware (DESIGN.md); one
 `ClientSession` with a keep-alive `TCPConnector` sized for the expected concurrency is shared by the
 whole app and owned by its lifespan. Tests can pass any object with a matching `send`.
@@ -163,8 +166,10 @@ class AiohttpTransport:
             self._connect_timeouts[timeouts.connect_s] = timeout
         try:
             async with asyncio.timeout_at(min(first_byte_at, deadline)):
+                # Never follow a redirect: it would re-send the whole body (a private prompt, say) to
+                # wherever the Location points. A 3xx comes back to the executor as an invalid answer.
                 response = await self.session.post(
-                    request.url, data=request.body, headers=request.headers, timeout=timeout
+                    request.url, data=request.body, headers=request.headers, timeout=timeout, allow_redirects=False
                 )
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamTimeoutError("connect") from None

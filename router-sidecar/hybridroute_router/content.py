@@ -1,0 +1,172 @@
+"""What of a request the privacy detectors read: every string it carries, and what they cannot read.
+
+`readable_content(body)` walks the whole JSON body (any key, any depth) and returns the texts a
+detector must see, so a field OpenAI adds tomorrow is scanned by default:
+
+- every string value, every object key, and every number (as its digits: a card number or a phone
+  number sent as a JSON number is still one), at any depth: messages and their `name`, content
+  parts, `tool_calls[].function.arguments` as a string or as a JSON object, legacy `function_call`,
+  tools with their names, descriptions and JSON-schema parameters, `response_format` schemas,
+  `prediction`, `user`, `metadata`, `stop`, `suffix`, embeddings `input`, ...;
+- the concatenation of the strings and text parts in one array, so a value split across two parts
+  of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole;
+- except the scalar values (or arrays of scalars) under `STRUCTURAL_KEYS`: enum-like fields and
+  numeric settings that carry no user data and that the upstream validates (role, type, model,
+  temperature, seed, ...). Objects and arrays under those keys are still walked.
+
+Content the detectors cannot read is reported by kind in `unreadable` (never its value):
+`token-ids` (completions `prompt` / embeddings `input` as token ids), `image`, `audio` and `file`
+parts, and `base64` data URLs. What that means for the privacy decision is the policy's
+`privacy.unreadableContent` (see profile.py).
+
+The walk uses an explicit stack, so a deeply nested body cannot exhaust Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+STRUCTURAL_KEYS: Final = frozenset(
+    {
+        # enum-like strings
+        "role",
+        "type",
+        "object",
+        "model",  # rewritten to the endpoint's own model before sending: the client's value never leaves
+        "finish_reason",
+        "encoding_format",
+        "reasoning_effort",
+        "service_tier",
+        "detail",
+        "format",
+        "voice",
+        "modalities",
+        "verbosity",
+        # numeric and boolean settings
+        "stream",
+        "include_usage",
+        "strict",
+        "n",
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "best_of",
+        "echo",
+        "dimensions",
+        "parallel_tool_calls",
+        "store",
+        "index",
+    }
+)
+"""Keys whose scalar values (or arrays of scalars) are not scanned. Everything else is."""
+
+TOKEN_ID_FIELDS: Final = ("prompt", "input")
+"""Top-level fields that may hold token ids instead of text (completions, embeddings)."""
+
+_PART_KINDS: Final = {
+    "image_url": "image",
+    "input_image": "image",
+    "image": "image",
+    "input_audio": "audio",
+    "audio": "audio",
+    "file": "file",
+    "input_file": "file",
+}
+
+
+@dataclass(slots=True)
+class ReadableContent:
+    texts: list[str] = field(default_factory=list)
+    """Every string the detectors must read (values, keys, numbers' digits, joined parts)."""
+    unreadable: set[str] = field(default_factory=set)
+    """Kinds of content the detectors cannot read: token-ids, image, audio, file, base64."""
+
+
+def readable_content(body: dict[str, Any]) -> ReadableContent:
+    """The texts of the whole body for the detectors, and the kinds of content they cannot read."""
+    found = ReadableContent()
+    texts = found.texts
+    stack: list[Any] = []
+    for key, value in body.items():
+        texts.append(key)
+        if key in TOKEN_ID_FIELDS and isinstance(value, int | list):
+            value = _without_token_ids(value, found)
+        if key in STRUCTURAL_KEYS and _scalar_or_scalars(value):
+            continue
+        stack.append(value)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts.append(value)
+            if value.startswith("data:") and ";base64," in value[:256]:
+                found.unreadable.add("base64")
+        elif isinstance(value, dict):
+            part_type = value.get("type")
+            if isinstance(part_type, str) and part_type in _PART_KINDS:
+                found.unreadable.add(_PART_KINDS[part_type])
+            for key, item in value.items():
+                texts.append(key)
+                if key in STRUCTURAL_KEYS and _scalar_or_scalars(item):
+                    continue
+                stack.append(item)
+        elif isinstance(value, list):
+            joined = [_text_of(item) for item in value]
+            pieces = [piece for piece in joined if piece is not None]
+            if len(pieces) > 1:
+                texts.append("".join(pieces))
+            stack.extend(value)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            texts.append(str(value))
+        elif isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+            texts.append(str(int(value)))  # 4111111111111111.0 reads as the card number it is
+        elif isinstance(value, float):
+            texts.append(repr(value))
+    return found
+
+
+def _text_of(item: Any) -> str | None:
+    """A string item, or a text part's text (what a split value is joined from)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        text = item.get("text")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _scalar_or_scalars(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(not isinstance(item, dict | list) for item in value)
+    return not isinstance(value, dict)
+
+
+def _is_token_id(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool)
+
+
+def _without_token_ids(value: int | list[Any], found: ReadableContent) -> Any:
+    """prompt / input minus its token ids (an id, an array of ids, arrays of id arrays), noted as unreadable."""
+    if _is_token_id(value):
+        found.unreadable.add("token-ids")
+        return None
+    if not isinstance(value, list):
+        return value
+    if value and all(_is_token_id(item) for item in value):
+        found.unreadable.add("token-ids")
+        return None
+    kept = []
+    for item in value:
+        if isinstance(item, list) and item and all(_is_token_id(token) for token in item):
+            found.unreadable.add("token-ids")
+        else:
+            kept.append(item)
+    return kept

@@ -1,0 +1,135 @@
+"""The built-in PII shapes: e-mail, phone, card and US SSN, each a pattern plus a confirmation.
+
+Tuned to over-detect rather than miss (a false positive only keeps a request local), but not to
+take every long number for a card. `bench/detector_precision.py` measures recall and false-positive
+rates on a generated, labelled set; docs/privacy.md records them.
+
+- email: local@domain.tld, with `@` or the fullwidth U+FF20, spaces around it, or obfuscated: `a [at] b [dot] com`,
+  `a(at)b.com`, `a {at} b.com`, `a at b dot com` (the last only with a worded `dot`: "available at
+  docs.python.org" is prose, not an address).
+- phone: 10 to 15 digits written with separators, brackets or a leading `+`.
+- card: 13 to 19 digits that pass the Luhn check and start like a payment card (issuer prefixes of
+  Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir, RuPay, UATP), written
+  together or in a card's own grouping (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4) with one
+  separator throughout (space, dash, dot, slash), also right after a prefix (`ref-4111...`). A
+  digit run in any other grouping (`12-3456-7890-1234-5`) is a tag, not a card.
+- nationalId: a US SSN, AAA-GG-SSSS with `-`, space or `.` (also after a prefix: `SSN-123-45-6789`),
+  or nine digits right after an `SSN` / `social security number` label; area not 000/666/9xx,
+  group not 00, serial not 0000.
+
+Every pattern can only start at the beginning of a run of its characters (a look-behind), so a long
+run without a match costs linear time, not quadratic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_AT = r"(?:\s*[@\uff20]\s*|\s*[\[({<]\s*at\s*[\])}>]\s*)"
+_DOT = r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+_LABEL = r"[A-Za-z0-9-]+"
+EMAIL: Final = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+"
+    rf"(?:{_AT}{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[A-Za-z]{{2,}}"  # a real or bracketed at, any dots
+    rf"|\s+at\s+{_LABEL}(?:\s+dot\s+{_LABEL})*\s+dot\s+[A-Za-z]{{2,}})"  # a worded at needs worded dots
+    r"(?![A-Za-z0-9-])",
+    re.IGNORECASE,
+)
+_EMAIL_HINT: Final = re.compile(r"[@\uff20]|[\[({<]\s*at\s*[\])}>]|\sdot\s", re.IGNORECASE)
+
+# Patterns that open with a character class let the regex engine skip ahead fast; the look-behind
+# that anchors a match to the start of a run therefore comes after the first character.
+PHONE: Final = re.compile(
+    r"(?=[+(\d])(?<![\w+])"
+    r"(?:\+\d{8,15}"  # E.164 written without separators
+    r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4})"
+    r"(?![\w-])"
+)
+
+_SEPARATOR = r"(?:[./-]|[ \t]{1,3})"
+CARD: Final = re.compile(
+    r"\d(?<!\d\d)"
+    r"(?:\d{12,18}(?!\d)"  # written together
+    rf"|\d{{3}}(?P<sep>{_SEPARATOR})"  # or grouped as cards are printed, one separator throughout:
+    r"(?:\d{4}(?P=sep)\d{4}(?P=sep)\d{4}(?:(?P=sep)\d{3})?"  # 4-4-4-4, 4-4-4-4-3
+    r"|\d{6}(?P=sep)\d{4,5})"  # Amex 4-6-5, Diners 4-6-4
+    r"(?!\d))"
+)
+_JOINERS: Final = "-./"
+"""Separators that make a digit run one token (a tag, an id); spaces and tabs between numbers do not."""
+
+NATIONAL_ID: Final = re.compile(
+    r"\d(?<!\d\d)\d\d(?P<sep>[- .])\d\d(?P=sep)\d{4}(?!\d)"
+    r"|(?<![A-Za-z])(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)[\s#:.-]{0,3}\d{9}(?!\d)",
+    re.IGNORECASE,
+)
+_DIGIT: Final = re.compile(r"\d")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn mod-10 checksum that every payment card number satisfies."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def card_issuer_prefix(digits: str) -> bool:
+    """Starts like a payment card: 4; 51-55, 2221-2720 (Mastercard); 2200-2204 (Mir); 34, 37 (Amex);
+    30, 36, 38, 39 (Diners); 35 (JCB); 50, 56-58, 6 (Maestro, Discover, UnionPay, RuPay); 81, 82
+    (RuPay); 1 (UATP)."""
+    two, four = int(digits[:2]), int(digits[:4])
+    return (
+        digits[0] in "146"
+        or 50 <= two <= 58
+        or 2221 <= four <= 2720
+        or 2200 <= four <= 2204
+        or two in (30, 34, 35, 36, 37, 38, 39, 81, 82)
+    )
+
+
+def _digits(text: str) -> str:
+    return "".join(char for char in text if char.isdigit())
+
+
+def _inside_longer_run(match: re.Match[str], joiners: str) -> bool:
+    """The match continues a digit run joined by `joiners` on either side (`12-<match>`, `<match>-7`)."""
+    text, start, end = match.string, match.start(), match.end()
+    before = start >= 2 and text[start - 1] in joiners and text[start - 2].isdigit()
+    after = end + 1 < len(text) and text[end] in joiners and text[end + 1].isdigit()
+    return before or after
+
+
+def is_card(match: re.Match[str]) -> bool:
+    separator = match.group("sep")
+    joiners = separator if separator is not None and separator in _JOINERS else _JOINERS
+    if _inside_longer_run(match, joiners):
+        return False  # `12-4111-1111-1111-1111-9` is a tag in another grouping, not a card
+    digits = _digits(match.group())
+    return 13 <= len(digits) <= 19 and card_issuer_prefix(digits) and luhn_valid(digits)
+
+
+def is_phone(match: re.Match[str]) -> bool:
+    return 10 <= len(_digits(match.group())) <= 15
+
+
+def is_ssn(match: re.Match[str]) -> bool:
+    if match.group("sep") is not None and _inside_longer_run(match, match.group("sep")):
+        return False
+    digits = _digits(match.group())[-9:]
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+def has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def may_hold_email(text: str) -> bool:
+    return _EMAIL_HINT.search(text) is not None
