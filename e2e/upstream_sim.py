@@ -8,7 +8,9 @@ model server or a cloud API. It serves /v1/chat/completions, /v1/completions, /v
   byte, streamed chunk count and spacing, a random failure rate with a status, reply content.
 - `Fault` (a queue consumed one per request, for deterministic tests): an HTTP status (with
   Retry-After / retry-after-ms for 429), garbage (200 with a non-JSON body), hang (no answer until
-  the client gives up), or dropping the connection after some streamed chunks.
+  the client gives up), slow (the normal answer after a delay), redirect (a 3xx pointing at another
+  URL), reset (the connection dropped before any answer), or dropping the connection after some
+  streamed chunks.
 
 Every request is recorded (path, lower-cased headers, JSON body) so tests can assert what the router
 actually sent. At runtime, POST /_sim/behavior (JSON fields of Behavior) changes the behaviour and
@@ -61,7 +63,7 @@ class Fault:
     """One scripted misbehaviour, consumed by the next request."""
 
     kind: str = "status"
-    """status | garbage | hang | drop_mid_stream"""
+    """status | garbage | hang | slow | redirect | reset | drop_mid_stream"""
     status: int = 500
     retry_after: str | None = None
     """Retry-After header value (seconds) for a 429."""
@@ -71,6 +73,10 @@ class Fault:
     """drop_mid_stream: chunks sent before the connection is cut."""
     content: str | None = None
     """Overrides Behavior.content for this answer (a status fault with 2xx answers normally)."""
+    location: str = ""
+    """redirect: the Location header (the status is `status`, e.g. 307 or 308)."""
+    delay_ms: float = 0.0
+    """slow: delay before the normal answer."""
 
 
 @dataclass
@@ -155,12 +161,21 @@ class UpstreamSim:
             return Fault(status=self.behavior.failure_status)
         return None
 
-    async def _misbehave(self, fault: Fault | None) -> web.StreamResponse | None:
+    async def _misbehave(self, request: web.Request, fault: Fault | None) -> web.StreamResponse | None:
         """Answer for a fault that replaces the whole response; None when the request proceeds."""
         if fault is None or fault.kind == "drop_mid_stream" or (fault.kind == "status" and fault.status < 300):
             return None
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay_ms / 1000)
+            return None
         if fault.kind == "hang":
             await asyncio.sleep(3600)
+        if fault.kind == "redirect":
+            return web.Response(status=fault.status, headers={"location": fault.location})
+        if fault.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()  # no status line at all, as a crashing server or a proxy reset would
+            return web.Response(status=204)
         if fault.kind == "garbage":
             return web.Response(status=200, text="<html>upstream proxy error</html>", content_type="text/html")
         headers = {}
@@ -190,7 +205,7 @@ class UpstreamSim:
     async def _generate(self, request: web.Request, obj: str) -> web.StreamResponse:
         body = await self._record(request)
         fault = self._next_fault()
-        failed = await self._misbehave(fault)
+        failed = await self._misbehave(request, fault)
         if failed is not None:
             return failed
         content = fault.content if fault is not None and fault.content is not None else self.behavior.content
@@ -260,7 +275,7 @@ class UpstreamSim:
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        failed = await self._misbehave(self._next_fault())
+        failed = await self._misbehave(request, self._next_fault())
         if failed is not None:
             return failed
         raw_input = body.get("input") if isinstance(body, dict) else None
