@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 
-.PHONY: install deps toolchain test test-unit lint format crds demo demo-view demo-down bench clean
+.PHONY: install deps toolchain test test-unit lint format crds demo demo-view demo-down bench privacy-soak clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test: install demo-view deps toolchain
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not cluster and not prometheus" $(PYTEST_ARGS)
+
+# The socket-level privacy property of `make test` (tests/test_privacy_properties.py), run longer:
+# HYBRIDROUTE_PRIVACY_EXAMPLES generated requests (default 5000); the outcome counts are printed.
+privacy-soak: install
+	HYBRIDROUTE_PRIVACY_EXAMPLES=$${HYBRIDROUTE_PRIVACY_EXAMPLES:-5000} $(BIN)/python -m pytest -q -s -p no:cacheprovider \
+	  tests/test_privacy_properties.py -k test_no_byte_of_a_private_request_reaches_the_cloud_socket
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from hypothesis import strategies as st
 
 from hybridroute_router.content import STRUCTURAL_KEYS
@@ -58,7 +59,7 @@ def schemas(depth: int = 2) -> Any:
 
 
 arguments = st.one_of(
-    st.dictionaries(NAMES, WORDS, max_size=3).map(lambda args: __import__("json").dumps(args)),
+    st.dictionaries(NAMES, WORDS, max_size=3).map(lambda args: orjson.dumps(args).decode()),
     st.dictionaries(NAMES, WORDS, max_size=3),  # some clients send a JSON object, not its text
 )
 tool_calls = st.lists(

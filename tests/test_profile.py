@@ -226,6 +226,9 @@ def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> No
         ("phone", "call +4915112345678", True),
         ("phone", "on 2024-01-15 at 10.30", False),
         ("phone", "version 1.2.3 build 4567", False),
+        ("phone", "call +49 151 12345678", True),
+        ("phone", "server 192.168.100.254 is down", False),  # an IPv4 address, not a phone
+        ("phone", "tag 1234-5678-90-12-345-67", False),  # part of a longer dashed run
         ("card", "4111111111111111", True),
         ("card", "5500-0000-0000-0004", True),
         ("card", "4111 1111 1111 1112", False),  # fails Luhn

@@ -7,12 +7,13 @@ rates on a generated, labelled set; docs/privacy.md records them.
 - email: local@domain.tld, with `@` or the fullwidth U+FF20, spaces around it, or obfuscated: `a [at] b [dot] com`,
   `a(at)b.com`, `a {at} b.com`, `a at b dot com` (the last only with a worded `dot`: "available at
   docs.python.org" is prose, not an address).
-- phone: 10 to 15 digits written with separators, brackets or a leading `+`.
+- phone: 10 to 15 digits written with separators, brackets or a leading `+` (not an IPv4 address,
+  not part of a longer dashed run).
 - card: 13 to 19 digits that pass the Luhn check and start like a payment card (issuer prefixes of
   Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir, RuPay, UATP), written
-  together or in a card's own grouping (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4) with one
-  separator throughout (space, dash, dot, slash), also right after a prefix (`ref-4111...`). A
-  digit run in any other grouping (`12-3456-7890-1234-5`) is a tag, not a card.
+  together or in a card's own grouping (4-4-4-4 and 4-4-4-1..3, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4)
+  with one separator throughout (space, dash, dot, slash), also right after a prefix
+  (`ref-4111...`). A digit run in any other grouping (`12-3456-7890-1234-5`) is a tag, not a card.
 - nationalId: a US SSN, AAA-GG-SSSS with `-`, space or `.` (also after a prefix: `SSN-123-45-6789`),
   or nine digits right after an `SSN` / `social security number` label; area not 000/666/9xx,
   group not 00, serial not 0000.
@@ -43,16 +44,18 @@ _EMAIL_HINT: Final = re.compile(r"[@\uff20]|[\[({<]\s*at\s*[\])}>]|\sdot\s", re.
 PHONE: Final = re.compile(
     r"(?=[+(\d])(?<![\w+])"
     r"(?:\+\d{8,15}"  # E.164 written without separators
+    r"|\+\d{1,3}(?:[ .-]\d{2,8}){1,4}"  # international with separators: +49 151 12345678
     r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4})"
     r"(?![\w-])"
 )
+_DOTTED_QUAD: Final = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 _SEPARATOR = r"(?:[./-]|[ \t]{1,3})"
 CARD: Final = re.compile(
     r"\d(?<!\d\d)"
     r"(?:\d{12,18}(?!\d)"  # written together
     rf"|\d{{3}}(?P<sep>{_SEPARATOR})"  # or grouped as cards are printed, one separator throughout:
-    r"(?:\d{4}(?P=sep)\d{4}(?P=sep)\d{4}(?:(?P=sep)\d{3})?"  # 4-4-4-4, 4-4-4-4-3
+    r"(?:\d{4}(?P=sep)\d{4}(?P=sep)(?:\d{4}(?P=sep)\d{3}|\d{1,4})"  # 4-4-4-1..4, 4-4-4-4-3
     r"|\d{6}(?P=sep)\d{4,5})"  # Amex 4-6-5, Diners 4-6-4
     r"(?!\d))"
 )
@@ -98,25 +101,38 @@ def _digits(text: str) -> str:
     return "".join(char for char in text if char.isdigit())
 
 
-def _inside_longer_run(match: re.Match[str], joiners: str) -> bool:
-    """The match continues a digit run joined by `joiners` on either side (`12-<match>`, `<match>-7`)."""
-    text, start, end = match.string, match.start(), match.end()
+def _inside_longer_run(match: re.Match[str], joiners: str, end: int | None = None) -> bool:
+    """The match (up to `end`) continues a digit run joined by `joiners`: `12-<match>`, `<match>-7`."""
+    text, start = match.string, match.start()
+    end = match.end() if end is None else end
     before = start >= 2 and text[start - 1] in joiners and text[start - 2].isdigit()
     after = end + 1 < len(text) and text[end] in joiners and text[end + 1].isdigit()
     return before or after
 
 
-def is_card(match: re.Match[str]) -> bool:
-    separator = match.group("sep")
-    joiners = separator if separator is not None and separator in _JOINERS else _JOINERS
-    if _inside_longer_run(match, joiners):
-        return False  # `12-4111-1111-1111-1111-9` is a tag in another grouping, not a card
-    digits = _digits(match.group())
+def _card_number(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and card_issuer_prefix(digits) and luhn_valid(digits)
 
 
+def is_card(match: re.Match[str]) -> bool:
+    separator = match.group("sep")
+    candidate = match.group()
+    joiners = separator if separator is not None and separator in _JOINERS else _JOINERS
+    if not _inside_longer_run(match, joiners) and _card_number(_digits(candidate)):
+        return True  # a longer run (`12-4111-1111-1111-1111-9`) is a tag in another grouping, not a card
+    if separator is None or separator in _JOINERS:
+        return False
+    # Spaced groups may run on into a short number written after the card (an expiry, a CVV).
+    head = candidate.rsplit(separator, 1)[0]
+    end = match.start() + len(head)
+    return not _inside_longer_run(match, _JOINERS, end) and _card_number(_digits(head))
+
+
 def is_phone(match: re.Match[str]) -> bool:
-    return 10 <= len(_digits(match.group())) <= 15
+    candidate = match.group()
+    if _inside_longer_run(match, _JOINERS) or _DOTTED_QUAD.fullmatch(candidate):
+        return False  # a longer dashed tag, or an IPv4 address
+    return 10 <= len(_digits(candidate)) <= 15
 
 
 def is_ssn(match: re.Match[str]) -> bool:
