@@ -3,11 +3,12 @@
 `readable_content(body)` walks the whole JSON body (any key, any depth) and returns the texts a
 detector must see, so a field OpenAI adds tomorrow is scanned by default:
 
-- every string value, every object key, and every number (as its digits: a card number or a phone
-  number sent as a JSON number is still one), at any depth: messages and their `name`, content
-  parts, `tool_calls[].function.arguments` as a string or as a JSON object, legacy `function_call`,
-  tools with their names, descriptions and JSON-schema parameters, `response_format` schemas,
-  `prediction`, `user`, `metadata`, `stop`, `suffix`, embeddings `input`, ...;
+- every string value, every object key but the API's own field names, and every number (as its
+  digits: a card or phone number sent as a JSON number is still one), at any depth: messages and
+  their `name`, content parts, `tool_calls[].function.arguments` as a string or as a JSON object,
+  legacy `function_call`, tools with their names, descriptions and JSON-schema parameters,
+  `response_format` schemas, `prediction`, `user`, `metadata`, `stop`, `suffix`, embeddings
+  `input`, ...; one detector pass reads them all (detectors.py joins them);
 - the concatenation of the strings and text parts in one array, so a value split across two parts
   of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole;
 - except the scalar values (or arrays of scalars) under `STRUCTURAL_KEYS`: enum-like fields and
@@ -67,6 +68,52 @@ STRUCTURAL_KEYS: Final = frozenset(
 )
 """Keys whose scalar values (or arrays of scalars) are not scanned. Everything else is."""
 
+FIELD_NAMES: Final = STRUCTURAL_KEYS | frozenset(
+    {
+        "messages",
+        "content",
+        "name",
+        "text",
+        "refusal",
+        "tools",
+        "tool_calls",
+        "tool_call_id",
+        "tool_choice",
+        "function",
+        "functions",
+        "function_call",
+        "arguments",
+        "description",
+        "parameters",
+        "properties",
+        "required",
+        "items",
+        "id",
+        "user",
+        "metadata",
+        "stop",
+        "prompt",
+        "suffix",
+        "input",
+        "response_format",
+        "json_schema",
+        "schema",
+        "prediction",
+        "stream_options",
+        "image_url",
+        "url",
+        "input_audio",
+        "data",
+        "file",
+        "file_id",
+        "file_data",
+        "filename",
+        "audio",
+        "logit_bias",
+    }
+)
+"""Object keys that are the API's own field names: not scanned as text (their values are)."""
+
 TOKEN_ID_FIELDS: Final = ("prompt", "input")
 """Top-level fields that may hold token ids instead of text (completions, embeddings)."""
 
@@ -95,7 +142,8 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
     texts = found.texts
     stack: list[Any] = []
     for key, value in body.items():
-        texts.append(key)
+        if key not in FIELD_NAMES:
+            texts.append(key)
         if key in TOKEN_ID_FIELDS and isinstance(value, int | list):
             value = _without_token_ids(value, found)
         if key in STRUCTURAL_KEYS and _scalar_or_scalars(value):
@@ -112,7 +160,8 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
             if isinstance(part_type, str) and part_type in _PART_KINDS:
                 found.unreadable.add(_PART_KINDS[part_type])
             for key, item in value.items():
-                texts.append(key)
+                if key not in FIELD_NAMES:
+                    texts.append(key)  # a client's own key (metadata, schema properties) may be PII
                 if key in STRUCTURAL_KEYS and _scalar_or_scalars(item):
                     continue
                 stack.append(item)

@@ -37,7 +37,12 @@ EMAIL: Final = re.compile(
     r"(?![A-Za-z0-9-])",
     re.IGNORECASE,
 )
-_EMAIL_HINT: Final = re.compile(r"[@\uff20]|[\[({<]\s*at\s*[\])}>]|\sdot\s", re.IGNORECASE)
+EMAIL_SITE: Final = re.compile(r"[@\uff20]|[\[({<]\s*[aA][tT]\s*[\])}>]|\s[dD][oO][tT]\s")
+"""Where an address can be: an at sign, a bracketed at, a worded dot. Rare in prose, so the e-mail
+detector searches for these and runs the full pattern only around them."""
+_EMAIL_WINDOW: Final = 256
+_BRACKETED_AT: Final = re.compile(r"[\[({<]\s*[aA][tT]\s*[\])}>]")
+_WORDED_DOT: Final = re.compile(r"\s[dD][oO][tT]\s")
 
 # Patterns that open with a character class let the regex engine skip ahead fast; the look-behind
 # that anchors a match to the start of a run therefore comes after the first character.
@@ -63,9 +68,9 @@ _JOINERS: Final = "-./"
 """Separators that make a digit run one token (a tag, an id); spaces and tabs between numbers do not."""
 
 NATIONAL_ID: Final = re.compile(
-    r"\d(?<!\d\d)\d\d(?P<sep>[- .])\d\d(?P=sep)\d{4}(?!\d)"
-    r"|(?<![A-Za-z])(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)[\s#:.-]{0,3}\d{9}(?!\d)",
-    re.IGNORECASE,
+    r"[\dSs]"  # one leading character class, so the engine skips ahead fast
+    r"(?:(?<=\d)(?<!\d\d)\d\d(?P<sep>[- .])\d\d(?P=sep)\d{4}(?!\d)"  # AAA-GG-SSSS
+    r"|(?<![A-Za-z][Ss])(?i:sn|ocial\s+security(?:\s+(?:number|no\.?|#))?)[\s#:.-]{0,3}\d{9}(?!\d))"  # SSN: 123456789
 )
 _DIGIT: Final = re.compile(r"\d")
 
@@ -148,4 +153,17 @@ def has_digit(text: str) -> bool:
 
 
 def may_hold_email(text: str) -> bool:
-    return _EMAIL_HINT.search(text) is not None
+    """Cheap precondition: an at sign, a bracketed at or a worded dot (each a fast scan on its own)."""
+    return (
+        "@" in text
+        or "\uff20" in text
+        or _BRACKETED_AT.search(text) is not None
+        or _WORDED_DOT.search(text) is not None
+    )
+
+
+def is_email_site(match: re.Match[str]) -> bool:
+    """An address in the text around an `EMAIL_SITE` match."""
+    text = match.string
+    window = text[max(0, match.start() - _EMAIL_WINDOW) : match.end() + _EMAIL_WINDOW]
+    return EMAIL.search(window) is not None
