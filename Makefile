@@ -34,7 +34,7 @@ test-unit: install
 # The socket-level privacy property of `make test` (tests/test_privacy_properties.py), run longer:
 # HYBRIDROUTE_PRIVACY_EXAMPLES generated requests (default 5000); the outcome counts are printed.
 privacy-soak: install
-	HYBRIDROUTE_PRIVACY_EXAMPLES=$${HYBRIDROUTE_PRIVACY_EXAMPLES:-5000} $(BIN)/python -m pytest -q -s -p no:cacheprovider \
+	HYBRIDROUTE_PRIVACY_EXAMPLES=$${HYBRIDROUTE_PRIVACY_EXAMPLES:-5000} $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout=0 \
 	  tests/test_privacy_properties.py -k test_no_byte_of_a_private_request_reaches_the_cloud_socket
 
 lint: install
