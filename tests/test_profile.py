@@ -267,6 +267,23 @@ def test_builtin_detectors(detector: Any, text: str, found: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("detector", "text"),
+    [
+        ("email", "jane\u200b.doe@exa\u200bmple.com"),  # zero-width spaces inside
+        ("email", "jane\uff20example\uff0ecom"),  # fullwidth at and dot
+        ("email", "jane.doe@exam\u00adple.com"),  # soft hyphen
+        ("card", "\uff14\uff11\uff11\uff11 1111 1111 1111"),  # fullwidth digits
+        ("card", "\u0664\u0661\u0661\u0661-1111-1111-1111"),  # Arabic-Indic digits
+        ("nationalId", "SSN \u0967\u0968\u0969-45-6789"),  # Devanagari digits
+        ("phone", "+1\u200b (555) 123-4567"),
+    ],
+)
+def test_detectors_read_text_as_a_reader_sees_it(detector: Any, text: str) -> None:
+    detectors = detectors_for(PrivacyConfig(builtin_detectors=[detector]))
+    assert detectors.scan([text]) == (f"detector:{detector}",)
+
+
+@pytest.mark.parametrize(
     ("digits", "valid"),
     [("4111111111111111", True), ("79927398713", True), ("79927398710", False), ("0", True), ("18", True)],
 )

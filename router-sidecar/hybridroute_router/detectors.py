@@ -10,6 +10,7 @@ config.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,7 +69,7 @@ class DetectorSet:
         """
         if not self.detectors:
             return ()
-        present = [text for text in texts if text]
+        present = [_readable(text) for text in texts if text]
         joined_by_precondition: dict[Callable[[str], bool] | None, str] = {}
         found = []
         for detector in self.detectors:
@@ -80,6 +81,22 @@ class DetectorSet:
             if joined and detector.found_in(joined):
                 found.append(REASON_PREFIX + detector.name)
         return tuple(found)
+
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
+"""Soft hyphen and zero-width characters: invisible to a reader (and a model), so not to a detector either."""
+
+
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+
+
+def _readable(text: str) -> str:
+    """The text as a reader sees it: NFKC (a fullwidth at sign becomes `@`), every script's digits as 0-9, no
+    invisible characters. ASCII text, nearly every request, is returned as it is."""
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    return _OTHER_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit.group())), text)
 
 
 def detectors_for(privacy: PrivacyConfig) -> DetectorSet:

@@ -103,7 +103,7 @@ def card_issuer_prefix(digits: str) -> bool:
 
 
 def _digits(text: str) -> str:
-    return "".join(char for char in text if char.isdigit())
+    return "".join(char for char in text if "0" <= char <= "9")
 
 
 def _inside_longer_run(match: re.Match[str], joiners: str, end: int | None = None) -> bool:
