@@ -20,6 +20,10 @@ For each candidate, in the decision's order:
 4. Streaming commits once the first body chunk arrived: from then on the client has bytes, so a
    later failure becomes an in-band SSE error event and the stream ends without `[DONE]`.
 
+5. Giving up: a private request gets `PrivateRequestRefused` (503 `private_no_local`, naming its
+   privacy reasons and each local endpoint's fault), whatever went wrong; only public requests are
+   told apart by kind (502 invalid answer or redirect, 503 unavailable, 504 timeout).
+
 Every attempt is bounded by `maxAttempts`; every outcome is counted in the metrics and logged as a
 JSON line (endpoint, reason, attempts, status, durations; never prompt text or keys): at INFO when
 anything went other than the plain way, routine successes at DEBUG or in a periodic INFO summary
