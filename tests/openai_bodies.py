@@ -8,7 +8,7 @@ in shapes the router accepts. Filler text is letters and spaces only, so nothing
 
 `PlacedPII` puts one PII value at a drawn place: replacing any string leaf a detector reads, as a
 new key or value in any object, as a JSON number, split across two text parts of one message, or in
-a client header (forwarded and scanned: x-request-id; or dropped: x-end-user).
+a client header (forwarded and scanned: x-request-id, user-agent; or dropped: x-end-user).
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def placed_pii(draw: st.DrawFn, with_pii: bool = True) -> PlacedPII:
         placed.value = None  # a JSON number: checked by the socket byte count, not by a string search
     elif where == "header":
         forwarded = draw(st.booleans())
-        name = "x-request-id" if forwarded else draw(st.sampled_from(["x-end-user", "x-customer", "user-agent"]))
+        name = draw(st.sampled_from(["x-request-id", "user-agent"] if forwarded else ["x-end-user", "x-customer"]))
         placed.headers.append((name, f"req {value}"))
         placed.where, placed.in_forwarded_part = f"header:{name}", forwarded
     else:  # a new key, or a new value under a new key, in any object (the body included)

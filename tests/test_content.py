@@ -163,10 +163,11 @@ def test_forwarded_header_values_are_scanned_and_the_rest_never_leave() -> None:
     headers = [("x-request-id", f"req-{EMAIL}"), ("content-type", "application/json")]
     assert build_profile("chat", chat(), headers, config()).sensitive_reasons == ("detector:email",)
     custom = [("x-end-user", EMAIL), ("x-stainless-os", "Linux"), ("openai-organization", "org-1")]
+    assert build_profile("chat", chat(), [("user-agent", f"app/1 ({EMAIL})")], config()).sensitive
     assert not build_profile("chat", chat(), custom, config()).sensitive
     sent = upstream_headers([*custom, ("authorization", "Bearer client"), ("cookie", "c=1"), ("accept", "*/*")], "k")
     assert sent == {"accept": "*/*", "content-type": "application/json", "authorization": "Bearer k"}
-    assert {"accept", "openai-beta", "x-request-id"} == FORWARDED_CLIENT_HEADERS
+    assert {"accept", "openai-beta", "user-agent", "x-request-id"} == FORWARDED_CLIENT_HEADERS
 
 
 def test_custom_regex_detectors_read_every_field_too() -> None:

@@ -153,5 +153,4 @@ def test_upstream_rewrites_force_usage_and_drop_client_credentials() -> None:
     )
 
     assert body == b'{"model":"served","stream":true,"stream_options":{"x":1,"include_usage":true}}'
-    # user-agent is not on the allow-list: nothing an upstream needs (and anything a client puts there)
-    assert headers == {"content-type": "application/json", "authorization": "Bearer endpoint-key"}
+    assert headers == {"user-agent": "sdk", "content-type": "application/json", "authorization": "Bearer endpoint-key"}

@@ -4,7 +4,7 @@ Nothing here decides where a request goes or whether to retry; the executor does
 guarantees:
 
 - Client headers are forwarded only when an upstream needs them: `FORWARDED_CLIENT_HEADERS`
-  (accept, openai-beta, x-request-id). Everything else a client sends (credentials, cookies,
+  (accept, openai-beta, user-agent, x-request-id). Everything else a client sends (credentials, cookies,
   hop-by-hop headers, `x-hybridroute-*`, the SDK's `x-stainless-*`, `openai-organization` and
   `openai-project` of the client's own account, custom headers such as `x-end-user`) stays in the
   pod; the endpoint's own key is set. The forwarded values are part of the request the privacy
@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-FORWARDED_CLIENT_HEADERS = frozenset({"accept", "openai-beta", "x-request-id"})
+FORWARDED_CLIENT_HEADERS = frozenset({"accept", "openai-beta", "user-agent", "x-request-id"})
 """The only client headers an upstream receives (lower-case): an allow-list, so a header nobody thought
 of is dropped rather than sent to a cloud endpoint. content-type and authorization are the router's."""
 
