@@ -174,3 +174,9 @@ def test_custom_regex_detectors_read_every_field_too() -> None:
     privacy = PrivacyConfig(detectors=[RegexDetector(name="project", pattern=r"Falcon-\d+")])
     body = chat(tools=[function_tool(description="about Falcon-7")])
     assert build_profile("chat", body, {}, config(privacy)).sensitive_reasons == ("detector:project",)
+
+
+def test_anchored_custom_detectors_still_match_any_one_field() -> None:
+    privacy = PrivacyConfig(detectors=[RegexDetector(name="account", pattern=r"^ACME-\d{4}$")])
+    body = chat(user("first"), user("ACME-1234"), metadata={"k": "v"})
+    assert build_profile("chat", body, {}, config(privacy)).sensitive_reasons == ("detector:account",)

@@ -20,8 +20,8 @@ from .config import BuiltinDetector, PrivacyConfig
 
 REASON_PREFIX = "detector:"
 TEXT_SEPARATOR = "\n\x00\n"
-"""Joins texts into one string to scan: no built-in pattern crosses a NUL, so values from different
-fields never combine into a match (a custom pattern could only over-detect, never miss)."""
+"""Joins texts into one string for the built-in detectors: none of their patterns crosses a NUL, so
+values from different fields never combine into a match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,9 @@ class Detector:
     confirm: Callable[[re.Match[str]], bool] | None = None
     """Checks one match (its text and its surroundings in `match.string`)."""
     worth_scanning: Callable[[str], bool] | None = None
+    joinable: bool = False
+    """The pattern may read many texts joined by `TEXT_SEPARATOR` (the built-ins). A policy's own regex
+    reads one text at a time, so anchors such as `^...$` keep meaning the start and end of a field."""
 
     def found_in(self, text: str) -> bool:
         if self.worth_scanning is not None and not self.worth_scanning(text):
@@ -47,10 +50,10 @@ class Detector:
 
 
 BUILTIN_DETECTORS: dict[BuiltinDetector, Detector] = {
-    "email": Detector("email", pii.EMAIL_SITE, pii.is_email_site, pii.may_hold_email),
-    "phone": Detector("phone", pii.PHONE, pii.is_phone, pii.has_digit),
-    "card": Detector("card", pii.CARD, pii.is_card, pii.has_digit),
-    "nationalId": Detector("nationalId", pii.NATIONAL_ID, pii.is_ssn, pii.has_digit),
+    "email": Detector("email", pii.EMAIL_SITE, pii.is_email_site, pii.may_hold_email, joinable=True),
+    "phone": Detector("phone", pii.PHONE, pii.is_phone, pii.has_digit, joinable=True),
+    "card": Detector("card", pii.CARD, pii.is_card, pii.has_digit, joinable=True),
+    "nationalId": Detector("nationalId", pii.NATIONAL_ID, pii.is_ssn, pii.has_digit, joinable=True),
 }
 
 
@@ -63,9 +66,9 @@ class DetectorSet:
     def scan(self, texts: Iterable[str]) -> tuple[str, ...]:
         """Reasons (`detector:<name>`) for every detector that matches any text, in detector order.
 
-        Each detector reads the texts its cheap precondition lets through as one string, joined by
-        `TEXT_SEPARATOR`: one regex pass per detector, however many fields a request has, and none
-        over text that cannot match (prose without a digit, say).
+        A joinable detector reads the texts its cheap precondition lets through as one string, joined
+        by `TEXT_SEPARATOR`: one regex pass per detector, however many fields a request has, and none
+        over text that cannot match (prose without a digit, say). Others read text by text.
         """
         if not self.detectors:
             return ()
@@ -73,12 +76,16 @@ class DetectorSet:
         joined_by_precondition: dict[Callable[[str], bool] | None, str] = {}
         found = []
         for detector in self.detectors:
-            precondition = detector.worth_scanning
-            joined = joined_by_precondition.get(precondition)
-            if joined is None:
-                passing = present if precondition is None else [text for text in present if precondition(text)]
-                joined = joined_by_precondition[precondition] = TEXT_SEPARATOR.join(passing)
-            if joined and detector.found_in(joined):
+            if not detector.joinable:
+                hit = any(detector.found_in(text) for text in present)
+            else:
+                precondition = detector.worth_scanning
+                joined = joined_by_precondition.get(precondition)
+                if joined is None:
+                    passing = present if precondition is None else [text for text in present if precondition(text)]
+                    joined = joined_by_precondition[precondition] = TEXT_SEPARATOR.join(passing)
+                hit = bool(joined) and detector.found_in(joined)
+            if hit:
                 found.append(REASON_PREFIX + detector.name)
         return tuple(found)
 
