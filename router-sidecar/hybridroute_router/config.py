@@ -48,7 +48,7 @@ BuiltinDetector = Literal["email", "phone", "card", "nationalId"]
 
 
 class RegexDetector(Model):
-    """A named regular expression that marks a request as sensitive when it matches any string of it (docs/privacy.md)."""
+    """A named regular expression that marks a request as sensitive when it matches any string in it."""
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
     """Detector name, reported in metrics and the explain endpoint."""
