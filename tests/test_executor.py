@@ -45,15 +45,40 @@ def test_5xx_fails_over_to_the_next_candidate(upstream_sim: Any, router: Any, sd
     assert len(cloud.requests) == 1
 
 
-def test_time_to_first_byte_timeout_fails_over(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+def test_time_to_first_byte_timeout_fails_over_a_stream(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
     local, cloud = upstream_sim("local"), upstream_sim("cloud")
     local.fail_next(Fault(kind="hang"))
     running = router(two_tier(local, cloud, slo={"ttftMs": 200}))
+
+    with sdk_client(running).chat.completions.with_streaming_response.create(
+        model="auto", messages=ROUTINE, stream=True
+    ) as raw:
+        assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+        assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_request_timeout_bounds_a_hung_non_streaming_call(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(kind="hang"))
+    running = router(two_tier(local, cloud, slo={"ttftMs": 100, "requestTimeoutMs": 300}))
 
     raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
 
     assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
     assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_non_streaming_answer_slower_than_ttft_is_not_cut(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    """A server sends a non-streaming answer's headers only when generation ends: ttftMs must not cut it."""
+    local, cloud = upstream_sim("local", latency_ms=600), upstream_sim("cloud")
+    running = router(two_tier(local, cloud, slo={"ttftMs": 150, "requestTimeoutMs": 10_000}))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-attempts"] == "1"
+    assert raw.parse().choices[0].message.content == "Hello from the upstream simulator."
+    assert len(cloud.requests) == 0
 
 
 def test_latency_budget_header_tightens_the_timeouts(upstream_sim: Any, router: Any, sdk_client: Any) -> None:

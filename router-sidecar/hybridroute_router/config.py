@@ -136,9 +136,10 @@ class SLOConfig(Model):
     p95_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 5_000
     """Target p95 end-to-end latency per endpoint; above it for long enough the breaker opens."""
     ttft_ms: Annotated[int, Field(ge=1, le=600_000)] = 10_000
-    """Time to first byte from an upstream before the attempt counts as timed out."""
+    """Time to the first streamed byte from an upstream before a streaming attempt counts as timed out."""
     request_timeout_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 120_000
-    """Total time for one upstream attempt."""
+    """Total time for one upstream attempt. It alone bounds a non-streaming answer, whose headers servers
+    send only once generation has ended."""
     connect_timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 2_000
     """TCP/TLS connect timeout for one upstream attempt."""
 

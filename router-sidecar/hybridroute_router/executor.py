@@ -40,7 +40,7 @@ import orjson
 
 from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
-from .config import EndpointConfig, RouterConfig
+from .config import EndpointConfig, RouterConfig, SLOConfig
 from .cost import estimate_cost
 from .decisionlog import DecisionLog, DecisionSummary
 from .errors import (
@@ -159,6 +159,20 @@ def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
     return True
 
 
+def attempt_timeouts(slo: SLOConfig, stream: bool, latency_budget_ms: int | None) -> Timeouts:
+    """The deadlines of one attempt, matching how servers answer.
+
+    A streaming answer's headers and first chunk come as soon as generation starts, so `ttftMs`
+    bounds them. A non-streaming answer's headers come only when generation has ended (vLLM, Ollama,
+    llama.cpp and the cloud APIs all answer that way), so its first byte is its last: only
+    `requestTimeoutMs` bounds the whole call. A client's latency budget tightens both.
+    """
+    total_s = slo.request_timeout_ms / 1000
+    first_byte_s = slo.ttft_ms / 1000 if stream else total_s
+    timeouts = Timeouts(slo.connect_timeout_ms / 1000, first_byte_s, total_s)
+    return timeouts.tightened(latency_budget_ms / 1000 if latency_budget_ms else None)
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Delay asked for by a 429: OpenAI's retry-after-ms, else Retry-After in seconds (dates ignored)."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
@@ -231,10 +245,7 @@ class Executor:
         config = request.config
         fallback = config.fallback
         max_attempts = fallback.max_attempts if fallback.enabled else 1
-        slo = config.slo
-        budget_s = request.profile.latency_budget_ms / 1000 if request.profile.latency_budget_ms else None
-        timeouts = Timeouts(slo.connect_timeout_ms / 1000, slo.ttft_ms / 1000, slo.request_timeout_ms / 1000)
-        timeouts = timeouts.tightened(budget_s)
+        timeouts = attempt_timeouts(config.slo, request.profile.stream, request.profile.latency_budget_ms)
         validate = fallback.validate_structured_output and request.profile.json_schema is not None
         validate = validate and not request.profile.stream
         self.retry_budget.record_request()
