@@ -263,8 +263,8 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
     running = router(local_and_cloud(local, cloud), environ=ENVIRON)
     real_decide = running.app._decide
 
-    def broken_decide(profile: Any, config: Any) -> Any:
-        decision = real_decide(profile, config)
+    def broken_decide(profile: Any, config: Any, *state: Any) -> Any:
+        decision = real_decide(profile, config, *state)
         leak = Candidate(config.endpoint("cloud-a"), "preferred", 0.0)  # the bug: cloud first for a private request
         return dataclasses.replace(decision, candidates=(leak, *decision.candidates))
 

@@ -277,3 +277,108 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds({"retry-after-ms": "x", "retry-after": "1.5"}) == 1.5
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
     assert retry_after_seconds({}) is None
+
+
+class ManualClock:
+    """The router's monotonic clock, moved only by the test (breaker timelines without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLocal:
+    """A slow local model server on loopback that counts public requests in flight at once.
+
+    Public prompts take `public_s` to answer, private ones (the marker in their text) a moment only.
+    """
+
+    def __init__(self, public_s: float) -> None:
+        self.public_s = public_s
+        self.public_in_flight = 0
+        self.max_public_in_flight = 0
+        self.private_served = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.json()
+        private = "PRIVATE" in body["messages"][0]["content"]
+        if private:
+            await asyncio.sleep(0.02)
+            self.private_served += 1
+        else:
+            self.public_in_flight += 1
+            self.max_public_in_flight = max(self.max_public_in_flight, self.public_in_flight)
+            try:
+                await asyncio.sleep(self.public_s)
+            finally:
+                self.public_in_flight -= 1
+        answer = {
+            "id": "local-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "local-a-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        return web.json_response(answer)
+
+
+async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
+    upstream_sim: Any, router: Any, async_sdk_client: Any, background_loop: Any
+) -> None:
+    """Private requests served by a half-open local hold no probe slot and close nothing."""
+    from aiohttp import web
+
+    local = CountingLocal(public_s=2.0)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", local.handle)
+    runner = web.AppRunner(app)
+    port = free_port()
+
+    async def start_local() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    background_loop.run(start_local())
+    cloud = upstream_sim("cloud")
+    clock = ManualClock()
+    breaker_settings = {"consecutiveFailures": 1, "halfOpenProbes": 3, "openSeconds": 10}
+    config = router_config(
+        endpoint("local-a", f"http://127.0.0.1:{port}/v1"),
+        endpoint("cloud-a", cloud, "cloud"),
+        circuitBreaker=breaker_settings,
+    )
+    running = router(config, clock=clock)
+
+    async def open_local_breaker() -> str:
+        breaker = running.app.executor.breakers.get("local-a")
+        breaker.record_failure("5xx", breaker.admit())
+        clock.now += 100
+        return breaker.state
+
+    assert background_loop.run(open_local_breaker()) == "half-open"
+    client = async_sdk_client(running, timeout=30)
+
+    async def ask(text: str, private: bool) -> str:
+        headers = {"x-hybridroute-privacy": "private"} if private else {}
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], extra_headers=headers
+        )
+        return raw.headers["x-hybridroute-endpoint"]
+
+    tasks = []
+    for index in range(12):
+        tasks.append(asyncio.create_task(ask(f"public {index}", private=False)))
+        tasks.append(asyncio.create_task(ask(f"PRIVATE {index}", private=True)))
+        await asyncio.sleep(0.05)
+    served = await asyncio.gather(*tasks)
+    background_loop.run(runner.cleanup())
+
+    assert local.max_public_in_flight == 3
+    assert local.private_served == 12
+    assert served[1::2] == ["local-a"] * 12  # every private request stayed local
+    assert served[0::2].count("local-a") == 3  # the three probes; the rest of public traffic went to cloud

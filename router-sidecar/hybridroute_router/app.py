@@ -29,8 +29,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from .breaker import BreakerRegistry
+from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
+from .clientchecks import check_decision_fits, check_output_tokens, check_response_schema
 from .config import RouterConfig
 from .errors import (
     BadRequest,
@@ -41,6 +42,7 @@ from .errors import (
     NotReady,
     PayloadTooLarge,
     RouterError,
+    error_body,
 )
 from .executor import Executor, RoutedRequest, Served
 from .limiter import ConcurrencyLimiter
@@ -181,7 +183,32 @@ class RouterApp:
         if close is not None:
             await close()
 
+    def _snapshot(self) -> tuple[RouterConfig | None, Mapping[str, CircuitBreaker]]:
+        """The config being served and its breakers, read together without yielding to the loop.
+
+        A request keeps both for its whole life (body upload included), so a reload in between
+        changes nothing it sees: the breakers of endpoints the reload removed live on in its view.
+        """
+        return self.holder.current, self.executor.breakers.snapshot()
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response_started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked_send)
+        except Exception as exc:
+            # A bug must not leak request content: no message, no traceback text (either may quote the
+            # client's body or schema), only the exception's type and where it was raised.
+            log.error("internal error", extra={"error": type(exc).__name__, "at": _raised_at(exc)})
+            if not response_started:
+                await _respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         config = self.holder.current
@@ -215,13 +242,14 @@ class RouterApp:
 
     async def _proxy(self, kind: Kind, scope: Scope, receive: Receive, send: Send) -> None:
         started = self.executor.clock()
-        config = self.holder.current  # read once: a swap mid-request never changes what it sees
+        config, breakers = self._snapshot()  # read once: a swap mid-request never changes what it sees
         policy = config.policy.name if config else ""
         try:
             config = _ready(config)
             client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
             body, profile = await self._parse(kind, scope, receive, client_headers, config)
-            decision = self._decide(profile, config)
+            decision = self._decide(profile, config, breakers)
+            check_decision_fits(profile, decision)
             if decision.private and any(rejection.filter == "privacy" for rejection in decision.rejected):
                 self.metrics.observe_privacy_block(policy, "kept-local" if decision.candidates else "rejected")
             for rejection in decision.rejected:
@@ -233,7 +261,8 @@ class RouterApp:
             self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
             log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
             raise
-        served = await self.executor.execute(RoutedRequest(body, client_headers, profile, decision, config, started))
+        routed = RoutedRequest(body, client_headers, profile, decision, config, breakers, started)
+        served = await self.executor.execute(routed)
         await _send_served(served, receive, send)
 
     async def _parse(
@@ -244,15 +273,8 @@ class RouterApp:
         client_headers: Sequence[tuple[str, str]],
         config: RouterConfig,
     ) -> tuple[dict[str, Any], RequestProfile]:
-        raw = await _read_body(scope, receive, self.max_body_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
-        try:
-            profile = build_profile(kind, body, dict(client_headers), config)
-        except ProfileError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
+        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
+        profile = _checked_profile(kind, body, client_headers, config)
         if profile.model not in config.model_aliases:
             available = ", ".join(config.model_aliases)
             raise ModelNotFound(
@@ -261,11 +283,13 @@ class RouterApp:
             )
         return body, profile
 
-    def _decide(self, profile: RequestProfile, config: RouterConfig) -> Decision:
+    def _decide(
+        self, profile: RequestProfile, config: RouterConfig, breakers: Mapping[str, CircuitBreaker]
+    ) -> Decision:
         executor = self.executor
         states = {}
         for endpoint in config.endpoints:
-            breaker = executor.breakers.get(endpoint.name)
+            breaker = breakers[endpoint.name]
             states[endpoint.name] = EndpointState(
                 breaker=breaker.state,
                 at_capacity=executor.limiter.at_capacity(endpoint.name, endpoint.max_concurrency),
@@ -277,22 +301,48 @@ class RouterApp:
 
     async def _explain(self, scope: Scope, receive: Receive) -> bytes:
         """The decision for a request body, without sending it: no prompt text in the answer."""
-        config = _ready(self.holder.current)
-        raw = await _read_body(scope, receive, self.max_body_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
+        config, breakers = self._snapshot()
+        config = _ready(config)
+        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
         kind: Kind = "chat"
         if isinstance(body, dict) and "messages" not in body:
             kind = "completions" if "prompt" in body else "embeddings" if "input" in body else "chat"
         client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        try:
-            profile = build_profile(kind, body, dict(client_headers), config)
-        except ProfileError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
-        decision = self._decide(profile, config)
+        profile = _checked_profile(kind, body, client_headers, config)
+        decision = self._decide(profile, config, breakers)
+        check_decision_fits(profile, decision)
         return orjson.dumps(explanation(profile, decision, config, self.executor.spend.exhausted(config.budget)))
+
+
+def _json_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+
+
+def _checked_profile(
+    kind: Kind, body: Any, client_headers: Sequence[tuple[str, str]], config: RouterConfig
+) -> RequestProfile:
+    """The request's profile, after the checks that make a client's mistake a 400 before routing."""
+    try:
+        profile = build_profile(kind, body, dict(client_headers), config)
+    except ProfileError as exc:
+        raise BadRequest(exc.message, param=exc.param) from None
+    if profile.json_schema is not None:
+        check_response_schema(profile.json_schema)
+    check_output_tokens(profile, body, config)
+    return profile
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`file:line` of the innermost frame of `exc`'s traceback (for logs that must not quote data)."""
+    traceback = exc.__traceback__
+    if traceback is None:
+        return "?"
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return f"{traceback.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{traceback.tb_lineno}"
 
 
 def _settle_garbage_collector() -> None:

@@ -4,7 +4,8 @@ Every failure a client can see is one of these classes, so the app has exactly o
 an exception into a response, and callers catch families rather than individual cases::
 
     RouterError                      any error with an HTTP status and an OpenAI error body
-    ├── BadRequest              400  malformed JSON, missing fields, wrong types
+    ├── BadRequest              400  malformed JSON, missing fields, wrong types, an invalid schema
+    │   └── ContextLengthExceeded   400  the request fits no endpoint's context window
     ├── ModelNotFound           404  model alias not served by this policy
     ├── NotFound                404  unknown path
     ├── MethodNotAllowed        405  known path, wrong method
@@ -51,6 +52,10 @@ class BadRequest(RouterError):
     status = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ContextLengthExceeded(BadRequest):
+    code = "context_length_exceeded"
 
 
 class ModelNotFound(RouterError):
