@@ -119,7 +119,8 @@ def test_open_period_then_half_open_probes_close_it() -> None:
     assert breaker.state == "half-open"
     assert breaker.open_reason == "consecutive_failures"
     first, second = breaker.try_acquire(), breaker.try_acquire()
-    assert first and second
+    assert first
+    assert second
     assert not breaker.try_acquire()  # two probes already in flight
     breaker.record_success(0.3, first)
     assert breaker.state == "half-open"
@@ -261,7 +262,8 @@ def test_probe_slots_of_an_earlier_episode_do_not_count_or_leak() -> None:
     breaker = half_open(clock, probes=2)
     stale = breaker.try_acquire()
     failing = breaker.try_acquire()
-    assert stale is not None and failing is not None
+    assert stale is not None
+    assert failing is not None
     breaker.record_failure("5xx", failing)  # reopens: a new episode
     clock.advance(40)
     assert breaker.state == "half-open"

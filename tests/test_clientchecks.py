@@ -59,7 +59,8 @@ def test_unusable_response_schema_is_400_before_routing_and_never_logged(
     assert caught.value.status_code == 400
     assert caught.value.param == "response_format.json_schema.schema"
     assert caught.value.code == "invalid_request"
-    assert local.requests == [] and cloud.requests == []
+    assert local.requests == []
+    assert cloud.requests == []
     assert MARKER not in logged_text(caplog)
 
 
@@ -113,7 +114,8 @@ def test_output_tokens_beyond_every_context_window_are_the_clients_error(
     assert caught.value.param == param
     assert caught.value.code == "context_length_exceeded"
     assert "128000" in caught.value.message
-    assert local.requests == [] and cloud.requests == []
+    assert local.requests == []
+    assert cloud.requests == []
 
 
 def test_input_that_fits_no_context_window_is_the_clients_error(
@@ -132,7 +134,8 @@ def test_input_that_fits_no_context_window_is_the_clients_error(
 
     assert caught.value.param == "messages"
     assert caught.value.code == "context_length_exceeded"
-    assert local.requests == [] and cloud.requests == []
+    assert local.requests == []
+    assert cloud.requests == []
 
 
 def test_output_tokens_that_fit_one_endpoint_are_routed_there(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
