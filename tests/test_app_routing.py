@@ -277,3 +277,53 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
     assert cloud.requests == []
     _, metrics = http("GET", f"{running.url}/metrics")
     assert b'hybridroute_privacy_blocks_total{outcome="cloud_candidate_refused",policy="standalone"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/hybridroute/v1/explain"])
+def test_a_reload_while_the_body_arrives_leaves_the_request_on_the_config_it_started_with(
+    path: str, upstream_sim: Any, router: Any, background_loop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow client is mid-body when a reload removes the endpoint it would be routed to."""
+    import http.client
+    import threading
+
+    from hybridroute_router import app as app_module
+
+    old_local, new_local = upstream_sim("old"), upstream_sim("new")
+    old_config = router_config(endpoint("local-old", old_local))
+    new_config = router_config(endpoint("local-new", new_local))
+    running = router(old_config)
+    reading = threading.Event()
+    real_read_body = app_module._read_body
+
+    async def read_body_after_signalling(*args: Any) -> bytes:
+        reading.set()  # the request has its config: now the test reloads
+        return await real_read_body(*args)
+
+    monkeypatch.setattr(app_module, "_read_body", read_body_after_signalling)
+    body = orjson.dumps({"model": "auto", "messages": ROUTINE})
+    connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+    connection.putrequest("POST", path)
+    connection.putheader("content-type", "application/json")
+    connection.putheader("content-length", str(len(body)))
+    connection.endheaders(body[:7])
+    assert reading.wait(10)
+
+    async def reload() -> bool:
+        return running.holder.offer(new_config.model_dump(mode="json", by_alias=True), "test")
+
+    assert background_loop.run(reload())
+    connection.send(body[7:])
+    response = connection.getresponse()
+    document = orjson.loads(response.read())
+    connection.close()
+
+    assert response.status == 200
+    if path == "/hybridroute/v1/explain":
+        assert document["configHash"] == old_config.config_hash
+        assert [candidate["endpoint"] for candidate in document["decision"]["candidates"]] == ["local-old"]
+    else:
+        assert response.getheader("x-hybridroute-endpoint") == "local-old"
+        assert len(old_local.requests) == 1
+    assert new_local.requests == []
+    assert running.holder.current.config_hash == new_config.config_hash
