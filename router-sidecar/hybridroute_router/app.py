@@ -8,7 +8,7 @@ Endpoints:
     GET  /v1/models                   the policy's model aliases (OpenAI list shape)
     POST /hybridroute/v1/explain      the decision for a request, without sending it
     GET  /healthz                     the process is up
-    GET  /readyz                      a valid config is loaded
+    GET  /readyz                      a valid config is loaded and every background loop runs
     GET  /metrics                     Prometheus text format
 
 Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
@@ -166,17 +166,19 @@ class RouterApp:
         # Its own small session: Prometheus queries never compete with requests for pooled connections.
         self._p95_session = aiohttp.ClientSession()
         self.p95 = P95Evaluator(self._p95_session, lambda: self.holder.current, self.executor.breakers.observe_p95)
-        runners = [source.run for source in self._sources] + [self.p95.run]
-        self._tasks = [asyncio.create_task(runner()) for runner in runners]
+        loops = [(type(source).__name__, source.run) for source in self._sources] + [("P95Evaluator", self.p95.run)]
+        self._tasks = [asyncio.create_task(run(), name=name) for name, run in loops]
+        for task in self._tasks:
+            task.add_done_callback(_report_stopped)
         _settle_garbage_collector()
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-        self._tasks = []
         if self._p95_session is not None:
             await self._p95_session.close()
         close = getattr(self.transport, "close", None)
@@ -226,8 +228,7 @@ class RouterApp:
             elif path == "/healthz":
                 await _respond(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
-                hash_ = _ready(config).config_hash
-                await _respond(send, 200, orjson.dumps({"status": "ready", "configHash": hash_}))
+                await _respond(send, 200, self.readiness(config))
             elif path == "/metrics":
                 await _respond(
                     send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
@@ -236,6 +237,18 @@ class RouterApp:
                 raise NotFound(f"no route for {method} {path}")
         except RouterError as exc:
             await _respond(send, exc.status, exc.body())
+
+    def readiness(self, config: RouterConfig | None) -> bytes:
+        """/readyz's answer; NotReady without a config, or when a background loop stopped.
+
+        A stopped config source means the router silently serves a config that no longer follows its
+        source; a stopped p95 evaluator means breakers no longer see the fleet. Either is not ready.
+        """
+        hash_ = _ready(config).config_hash
+        stopped = [task.get_name() for task in self._tasks if task.done()]
+        if stopped:
+            raise NotReady(f"background loop stopped: {', '.join(stopped)}")
+        return orjson.dumps({"status": "ready", "configHash": hash_})
 
     # ---------------------------------------------------------------------------------------------
     # proxying
@@ -343,6 +356,16 @@ def _raised_at(exc: BaseException) -> str:
     while traceback.tb_next is not None:
         traceback = traceback.tb_next
     return f"{traceback.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{traceback.tb_lineno}"
+
+
+def _report_stopped(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.error(
+        "background loop stopped; the router reports not ready",
+        extra={"loop": task.get_name(), "error": type(error).__name__ if error else None},
+    )
 
 
 def _settle_garbage_collector() -> None:

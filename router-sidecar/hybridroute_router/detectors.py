@@ -11,7 +11,9 @@ Built-ins are tuned to over-detect rather than miss (a false positive only keeps
 - nationalId: a US SSN shape (AAA-GG-SSSS, area not 000/666/9xx, group not 00, serial not 0000).
 
 Every pattern can only start at the beginning of a run of its characters (a look-behind), so a long
-run without a match costs linear time, not quadratic. Compiled sets are cached per privacy config.
+run without a match costs linear time, not quadratic. The policy's own patterns run on RE2
+(`regexengine`): linear in the text whatever their author wrote. Compiled sets are cached per privacy
+config.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .config import BuiltinDetector, PrivacyConfig
+from .regexengine import Matcher, compile_pattern
 
 REASON_PREFIX = "detector:"
 
@@ -88,7 +91,7 @@ class Detector:
     """
 
     name: str
-    pattern: re.Pattern[str]
+    pattern: Matcher
     confirm: Callable[[str], bool] | None = None
     worth_scanning: Callable[[str], bool] | None = None
 
@@ -141,5 +144,5 @@ def detectors_for(privacy: PrivacyConfig) -> DetectorSet:
 @lru_cache(maxsize=32)
 def _compile(builtins: tuple[BuiltinDetector, ...], custom: tuple[tuple[str, str], ...]) -> DetectorSet:
     chosen = [BUILTIN_DETECTORS[name] for name in dict.fromkeys(builtins)]
-    chosen.extend(Detector(name, re.compile(pattern)) for name, pattern in custom)
+    chosen.extend(Detector(name, compile_pattern(pattern)) for name, pattern in custom)
     return DetectorSet(tuple(chosen))
