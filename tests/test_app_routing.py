@@ -101,7 +101,7 @@ def test_private_request_stays_local_even_when_complex(upstream_sim: Any, router
     assert raw.headers["x-hybridroute-reason"] == "private"
     assert len(local.requests) == 1
     assert cloud.requests == []
-    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
     assert 'hybridroute_privacy_blocks_total{outcome="kept-local",policy="standalone"} 1.0' in metrics
 
 
@@ -148,7 +148,7 @@ def test_private_request_without_any_local_endpoint_is_refused_with_the_reason(
     assert "no ready replicas" in error["message"]
     assert cloud.requests == []
     assert local.requests == []
-    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
     assert 'hybridroute_privacy_blocks_total{outcome="rejected",policy="standalone"} 1.0' in metrics
 
 
@@ -219,7 +219,7 @@ def test_metrics_cover_requests_durations_breakers_and_config(upstream_sim: Any,
     running = router(router_config(endpoint("local-a", local)))
     sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
 
-    status, raw = http("GET", f"{running.url}/metrics")
+    status, raw = http("GET", f"{running.metrics_url}/metrics")
     text = raw.decode()
 
     assert status == 200
@@ -275,7 +275,7 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
 
     assert response.headers["x-hybridroute-endpoint"] == "local-a"
     assert cloud.requests == []
-    _, metrics = http("GET", f"{running.url}/metrics")
+    _, metrics = http("GET", f"{running.metrics_url}/metrics")
     assert b'hybridroute_privacy_blocks_total{outcome="cloud_candidate_refused",policy="standalone"} 1.0' in metrics
 
 

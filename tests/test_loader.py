@@ -124,7 +124,7 @@ def test_cli_router_hot_reloads_and_refuses_bad_documents(
 
     rewrite(path, yaml.safe_dump({"endpoints": [{"name": "Bad Name", "type": "local"}]}))
     assert eventually(lambda: "config refused" in running.log())
-    with urllib.request.urlopen(f"{running.url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{running.metrics_url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     assert f'hybridroute_config_reload_failures_total{{source="file:{path}"}} 1.0' in metrics
     assert aliases() == ["auto", "fast"]

@@ -3,13 +3,15 @@
 A thin raw-ASGI app rather than a framework: the hot path is one dict lookup for the route, one read
 of the body, one `orjson.loads`, and the pure profile/decision steps before the executor sends it on.
 
-Endpoints:
+Endpoints (the API listener, loopback only: it spends the pod's cloud keys):
     POST /v1/chat/completions, /v1/completions, /v1/embeddings   proxied (streaming and not)
     GET  /v1/models                   the policy's model aliases (OpenAI list shape)
     POST /hybridroute/v1/explain      the decision for a request, without sending it
     GET  /healthz                     the process is up
     GET  /readyz                      a valid config is loaded and every background loop runs
-    GET  /metrics                     Prometheus text format
+
+/metrics is served by the separate operations listener only (`opsapp.OpsApp`), which may bind the
+pod IP for Prometheus and the kubelet.
 
 Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
 Prometheus p95 evaluator as tasks; stops them on shutdown.
@@ -23,12 +25,13 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
+from .asgi import Message, Receive, Scope, Send, respond
 from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
 from .clientchecks import check_decision_fits, check_output_tokens, check_response_schema
@@ -53,11 +56,6 @@ from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
 from .upstream import AiohttpTransport, Transport
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 log = logging.getLogger("hybridroute.router.app")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -66,7 +64,6 @@ PROXIED: Mapping[str, Kind] = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-_JSON = [(b"content-type", b"application/json")]
 GC_GEN0_THRESHOLD = 10_000
 """Allocations between young-generation collections (CPython's default is 700)."""
 
@@ -208,7 +205,7 @@ class RouterApp:
             # client's body or schema), only the exception's type and where it was raised.
             log.error("internal error", extra={"error": type(exc).__name__, "at": _raised_at(exc)})
             if not response_started:
-                await _respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
+                await respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -221,22 +218,18 @@ class RouterApp:
                 await self._proxy(kind, scope, receive, send)
             elif path == "/hybridroute/v1/explain":
                 _require(method, "POST")
-                await _respond(send, 200, await self._explain(scope, receive))
+                await respond(send, 200, await self._explain(scope, receive))
             elif path == "/v1/models":
                 _require(method, "GET")
-                await _respond(send, 200, orjson.dumps(_models(_ready(config))))
+                await respond(send, 200, orjson.dumps(_models(_ready(config))))
             elif path == "/healthz":
-                await _respond(send, 200, b'{"status":"ok"}')
+                await respond(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
-                await _respond(send, 200, self.readiness(config))
-            elif path == "/metrics":
-                await _respond(
-                    send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
-                )
+                await respond(send, 200, self.readiness(config))
             else:
                 raise NotFound(f"no route for {method} {path}")
         except RouterError as exc:
-            await _respond(send, exc.status, exc.body())
+            await respond(send, exc.status, exc.body())
 
     def readiness(self, config: RouterConfig | None) -> bytes:
         """/readyz's answer; NotReady without a config, or when a background loop stopped.
@@ -474,21 +467,10 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_served(served: Served, receive: Receive, send: Send) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in served.headers]
     if served.stream is None:
-        await _respond(send, served.status, served.body, headers)
+        await respond(send, served.status, served.body, headers)
         return
     await send({"type": "http.response.start", "status": served.status, "headers": headers})
     # Stop pulling from the upstream when the client goes away (the GPU should stop generating too).
