@@ -90,3 +90,16 @@ def test_metrics_listener_serves_metrics_and_probes(routers: Any) -> None:
     status, ready = fetch(f"{routers.metrics_url}/readyz")
     assert status == 200
     assert orjson.loads(ready)["status"] == "ready"
+
+
+def test_the_api_never_shares_its_listener_with_metrics(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump({"endpoints": [endpoint("local-a", "http://127.0.0.1:9/v1")]}))
+    command = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(path), "--port", "8123"]
+    result = subprocess.run([*command, "--metrics-port", "8123"], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2
+    assert "--metrics-port must differ from --port" in result.stderr
