@@ -22,6 +22,7 @@ died), its `run` ends with the error, and the app reports itself not ready.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -169,8 +170,9 @@ class ConfigMapSource:
             except BaseException as exc:  # handed to `run`, which raises it on the loop
                 error = exc
             finally:
-                if ended is not None:
-                    loop.call_soon_threadsafe(_settle, ended, error)
+                if ended is not None and not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                        loop.call_soon_threadsafe(_settle, ended, error)
 
         threading.Thread(target=watch, name="configmap-watch", daemon=True).start()
 
