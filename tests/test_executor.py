@@ -292,11 +292,12 @@ class ManualClock:
 class CountingLocal:
     """A slow local model server on loopback that counts public requests in flight at once.
 
-    Public prompts take `public_s` to answer, private ones (the marker in their text) a moment only.
+    Private prompts (the marker in their text) are answered at once; public ones are held until the
+    test releases them, so no probe can finish (and close the breaker) while the burst is going on.
     """
 
-    def __init__(self, public_s: float) -> None:
-        self.public_s = public_s
+    def __init__(self) -> None:
+        self.release = asyncio.Event()  # bound to the server's loop on first wait; set from there too
         self.public_in_flight = 0
         self.max_public_in_flight = 0
         self.private_served = 0
@@ -305,15 +306,13 @@ class CountingLocal:
         from aiohttp import web
 
         body = await request.json()
-        private = "PRIVATE" in body["messages"][0]["content"]
-        if private:
-            await asyncio.sleep(0.02)
+        if "PRIVATE" in body["messages"][0]["content"]:
             self.private_served += 1
         else:
             self.public_in_flight += 1
             self.max_public_in_flight = max(self.max_public_in_flight, self.public_in_flight)
             try:
-                await asyncio.sleep(self.public_s)
+                await self.release.wait()
             finally:
                 self.public_in_flight -= 1
         answer = {
@@ -333,7 +332,7 @@ async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
     """Private requests served by a half-open local hold no probe slot and close nothing."""
     from aiohttp import web
 
-    local = CountingLocal(public_s=2.0)
+    local = CountingLocal()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", local.handle)
     runner = web.AppRunner(app)
@@ -370,15 +369,33 @@ async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
         )
         return raw.headers["x-hybridroute-endpoint"]
 
-    tasks = []
+    public, private = [], []
     for index in range(12):
-        tasks.append(asyncio.create_task(ask(f"public {index}", private=False)))
-        tasks.append(asyncio.create_task(ask(f"PRIVATE {index}", private=True)))
+        public.append(asyncio.create_task(ask(f"public {index}", private=False)))
+        private.append(asyncio.create_task(ask(f"PRIVATE {index}", private=True)))
+        await asyncio.sleep(0.02)
+    assert await asyncio.gather(*private) == ["local-a"] * 12  # every private request stayed local
+    # Everything but the probes is answered while they are held: wait for that, bounded.
+    for _ in range(400):
+        if sum(task.done() for task in public) >= 9:
+            break
         await asyncio.sleep(0.05)
-    served = await asyncio.gather(*tasks)
+
+    async def release_probes() -> None:
+        local.release.set()
+
+    try:
+        assert local.private_served == 12
+        assert local.public_in_flight == 3
+        assert local.max_public_in_flight == 3
+        assert [task.result() for task in public if task.done()] == ["cloud-a"] * 9
+    finally:
+        background_loop.run(release_probes())
+    assert [await task for task in public].count("local-a") == 3
+    assert background_loop.run(breaker_state(running)) == "closed"  # three probe successes close it
     background_loop.run(runner.cleanup())
 
-    assert local.max_public_in_flight == 3
-    assert local.private_served == 12
-    assert served[1::2] == ["local-a"] * 12  # every private request stayed local
-    assert served[0::2].count("local-a") == 3  # the three probes; the rest of public traffic went to cloud
+
+async def breaker_state(running: Any) -> str:
+    state: str = running.app.executor.breakers.get("local-a").state
+    return state

@@ -17,6 +17,9 @@ an exception into a response, and callers catch families rather than individual 
         ├── UpstreamUnavailable      503  connect errors, 5xx, 429 on every attempt
         └── UpstreamTimeout          504  every attempt timed out
 
+Anything else raised while serving is a bug: the app answers it with a 500 in the same shape (code
+`internal_error`) and logs only the exception's type and where it was raised.
+
 Messages are written for the client and never carry API keys, prompt text or upstream bodies.
 """
 
