@@ -39,6 +39,7 @@ import jsonschema
 import orjson
 from referencing.exceptions import Unresolvable
 
+from . import schemaregex
 from .breaker import BreakerRegistry, CircuitBreaker, Permit
 from .budget import SpendTracker
 from .config import EndpointConfig, RouterConfig, SLOConfig
@@ -139,14 +140,17 @@ def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
     """True when every choice's message content is JSON conforming to `schema`.
 
     A schema that is itself invalid cannot be checked and counts as satisfied (the upstream judged it);
-    the app refuses such schemas before routing (`clientchecks`), so this is the last line only.
+    the app refuses such schemas before routing (`clientchecks`), so this is the last line only. So
+    does a schema whose regexes cannot run on RE2 (`schemaregex`: never Python's backtracking `re`).
     """
-    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_class.check_schema(dict(schema))
     except jsonschema.exceptions.SchemaError:
         return True
-    validator = validator_class(dict(schema))
+    validator = schemaregex.validator_for(schema)
+    if validator is None:
+        return True
     choices = document.get("choices") if isinstance(document, dict) else None
     if not isinstance(choices, list) or not choices:
         return False
