@@ -28,11 +28,12 @@ LABEL org.opencontainers.image.source="https://github.com/hybridroute/hybridrout
 # 65532: the conventional "nonroot" uid/gid; the chart and the injected sidecar run with it too.
 USER 65532:65532
 
-# The sidecar. The injector runs it as `hybridroute-router --config=... --host=127.0.0.1 --port=8040`;
-# its probes run `python -c` inside the container, so `python` stays on PATH.
+# The sidecar. The injector runs it as `hybridroute-router --config=... --host=127.0.0.1 --port=8040
+# --metrics-host=0.0.0.0 --metrics-port=8041`: the API stays on loopback, and only /metrics, /healthz
+# and /readyz (what Prometheus and the kubelet's HTTP probes use) are reachable on the pod IP.
 FROM runtime AS router
 LABEL org.opencontainers.image.title="hybridroute-router"
-EXPOSE 8040
+EXPOSE 8041
 ENTRYPOINT ["hybridroute-router"]
 CMD ["--help"]
 

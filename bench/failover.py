@@ -266,7 +266,7 @@ class Stack:
 def start_stack(scenario: str, workdir: Path) -> Stack:
     """Simulators, Prometheus and the router for one scenario; everything ready, traffic not started."""
     workdir.mkdir(parents=True)
-    local_port, cloud_port, router_port = free_port(), free_port(), free_port()
+    local_port, cloud_port, router_port, metrics_port = free_port(), free_port(), free_port(), free_port()
     sim = [sys.executable, str(ROOT / "e2e" / "upstream_sim.py")]
     local = spawn([*sim, "--port", str(local_port), "--name", "local"], workdir / "local.log")
     processes = [local, spawn([*sim, "--port", str(cloud_port), "--name", "cloud"], workdir / "cloud.log")]
@@ -282,11 +282,11 @@ def start_stack(scenario: str, workdir: Path) -> Stack:
         cfg = parse_config(document).circuit_breaker.prometheus
         stack.query = render_query(cfg.query, "failover", cfg.window)
         router_cmd = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config_path)]
-        router_cmd += ["--port", str(router_port), "--log-level", "warning"]
+        router_cmd += ["--port", str(router_port), "--metrics-port", str(metrics_port), "--log-level", "warning"]
         processes.append(spawn(router_cmd, workdir / "router.log"))
         stack.router_url = f"http://127.0.0.1:{router_port}"
         wait_http(f"{stack.router_url}/readyz")
-        prometheus.set_targets([f"127.0.0.1:{router_port}"])
+        prometheus.set_targets([f"127.0.0.1:{metrics_port}"])
     except BaseException:
         stack.stop()
         raise

@@ -217,6 +217,8 @@ def run(args: argparse.Namespace, state_dir: Path) -> Result:
             str(cluster.kubeconfig),
             "--port",
             str(router_port),
+            "--metrics-port",
+            str(processes.free_port()),
             "--log-level",
             "warning",
         ]

@@ -367,7 +367,8 @@ def run(args: argparse.Namespace) -> None:
         router_port = free_port()
         router_log = workdir / "router.log"
         router_cmd = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config_path)]
-        router_cmd += ["--port", str(router_port), "--log-level", args.router_log_level]
+        router_cmd += ["--port", str(router_port), "--metrics-port", str(free_port())]
+        router_cmd += ["--log-level", args.router_log_level]
         router = start(router_cmd, router_log)
         processes.append(router)
         wait_http(f"http://127.0.0.1:{router_port}/readyz", router, router_log)

@@ -124,7 +124,8 @@ class Monitor:
 
     traffic: Traffic
     prometheus_url: str
-    router_url: str
+    router_metrics_url: str
+    """The router's operations listener (its /metrics), not its API."""
     policy: str
     local_endpoint: str
     endpoints: list[str]
@@ -188,7 +189,7 @@ class Monitor:
 
     async def _breakers(self, session: aiohttp.ClientSession) -> dict[str, str]:
         try:
-            async with session.get(f"{self.router_url}/metrics") as response:
+            async with session.get(f"{self.router_metrics_url}/metrics") as response:
                 return parse_breaker_states(await response.text())
         except (aiohttp.ClientError, TimeoutError):
             return {}

@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -91,14 +91,19 @@ class Ports:
     cloud_simulator: int
     prometheus: int
     router: int
+    router_metrics: int
+    """The router's operations listener: /metrics for Prometheus, /readyz."""
 
     @classmethod
     def of(cls, state_dir: Path) -> Ports:
         saved = state_dir / "ports.json"
+        names = [port.name for port in fields(cls)]
         if saved.is_file():
-            return cls(**json.loads(saved.read_text()))
+            known = json.loads(saved.read_text())
+            if sorted(known) == sorted(names):  # a state dir from an older layout gets new ports
+                return cls(**known)
         state_dir.mkdir(parents=True, exist_ok=True)
-        ports = cls(*(processes.free_port() for _ in range(4)))
+        ports = cls(*(processes.free_port() for _ in names))
         saved.write_text(json.dumps(asdict(ports)))
         return ports
 
@@ -273,7 +278,7 @@ class Prometheus:
     def start(self, demo: Demo) -> None:
         try:
             url = prometheus.start(
-                demo.dir, demo.port.prometheus, [f"127.0.0.1:{demo.port.router}"], job="hybridroute-router"
+                demo.dir, demo.port.prometheus, [f"127.0.0.1:{demo.port.router_metrics}"], job="hybridroute-router"
             )
         except prometheus.PrometheusError as exc:
             raise DemoError(str(exc)) from None
@@ -338,6 +343,8 @@ class Router:
                 str(demo.cluster.kubeconfig),
                 "--port",
                 str(demo.port.router),
+                "--metrics-port",
+                str(demo.port.router_metrics),
                 "--log-level",
                 "warning",
             ]
@@ -400,7 +407,7 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
         monitor = Monitor(
             traffic=traffic,
             prometheus_url=demo.url(demo.port.prometheus),
-            router_url=demo.url(demo.port.router),
+            router_metrics_url=demo.url(demo.port.router_metrics),
             policy=manifests.POLICY_NAME,
             local_endpoint=settings.local_endpoint,
             endpoints=endpoints,
@@ -489,7 +496,8 @@ def up(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
         f"  kubectl get ie,rp -n {manifests.NAMESPACE}\n"
         f"  curl -s {demo.url(demo.port.router, '/v1/chat/completions')} -H 'content-type: application/json' "
         """-d '{"model":"auto","messages":[{"role":"user","content":"hi"}]}' -i\n"""
-        f"  Prometheus: {demo.url(demo.port.prometheus)}   router metrics: {demo.url(demo.port.router, '/metrics')}\n"
+        f"  Prometheus: {demo.url(demo.port.prometheus)}   "
+        f"router metrics: {demo.url(demo.port.router_metrics, '/metrics')}\n"
         f"Report: {demo.dir / 'report.md'}  plot: {demo.dir / 'demo.png'}  logs: {demo.dir / 'logs'}\n"
         f"Stop everything with: make demo-down   (python e2e/demo.py down --dir {demo.dir})"
     )

@@ -101,7 +101,7 @@ def test_private_request_stays_local_even_when_complex(upstream_sim: Any, router
     assert raw.headers["x-hybridroute-reason"] == "private"
     assert len(local.requests) == 1
     assert cloud.requests == []
-    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
     assert 'hybridroute_privacy_blocks_total{outcome="kept-local",policy="standalone"} 1.0' in metrics
 
 
@@ -148,7 +148,7 @@ def test_private_request_without_any_local_endpoint_is_refused_with_the_reason(
     assert "no ready replicas" in error["message"]
     assert cloud.requests == []
     assert local.requests == []
-    metrics = http("GET", f"{running.url}/metrics")[1].decode()
+    metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
     assert 'hybridroute_privacy_blocks_total{outcome="rejected",policy="standalone"} 1.0' in metrics
 
 
@@ -219,7 +219,7 @@ def test_metrics_cover_requests_durations_breakers_and_config(upstream_sim: Any,
     running = router(router_config(endpoint("local-a", local)))
     sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
 
-    status, raw = http("GET", f"{running.url}/metrics")
+    status, raw = http("GET", f"{running.metrics_url}/metrics")
     text = raw.decode()
 
     assert status == 200
@@ -263,8 +263,8 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
     running = router(local_and_cloud(local, cloud), environ=ENVIRON)
     real_decide = running.app._decide
 
-    def broken_decide(profile: Any, config: Any) -> Any:
-        decision = real_decide(profile, config)
+    def broken_decide(profile: Any, config: Any, *state: Any) -> Any:
+        decision = real_decide(profile, config, *state)
         leak = Candidate(config.endpoint("cloud-a"), "preferred", 0.0)  # the bug: cloud first for a private request
         return dataclasses.replace(decision, candidates=(leak, *decision.candidates))
 
@@ -275,5 +275,55 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
 
     assert response.headers["x-hybridroute-endpoint"] == "local-a"
     assert cloud.requests == []
-    _, metrics = http("GET", f"{running.url}/metrics")
+    _, metrics = http("GET", f"{running.metrics_url}/metrics")
     assert b'hybridroute_privacy_blocks_total{outcome="cloud_candidate_refused",policy="standalone"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/hybridroute/v1/explain"])
+def test_a_reload_while_the_body_arrives_leaves_the_request_on_the_config_it_started_with(
+    path: str, upstream_sim: Any, router: Any, background_loop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow client is mid-body when a reload removes the endpoint it would be routed to."""
+    import http.client
+    import threading
+
+    from hybridroute_router import app as app_module
+
+    old_local, new_local = upstream_sim("old"), upstream_sim("new")
+    old_config = router_config(endpoint("local-old", old_local))
+    new_config = router_config(endpoint("local-new", new_local))
+    running = router(old_config)
+    reading = threading.Event()
+    real_read_body = app_module._read_body
+
+    async def read_body_after_signalling(*args: Any) -> bytes:
+        reading.set()  # the request has its config: now the test reloads
+        return await real_read_body(*args)
+
+    monkeypatch.setattr(app_module, "_read_body", read_body_after_signalling)
+    body = orjson.dumps({"model": "auto", "messages": ROUTINE})
+    connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+    connection.putrequest("POST", path)
+    connection.putheader("content-type", "application/json")
+    connection.putheader("content-length", str(len(body)))
+    connection.endheaders(body[:7])
+    assert reading.wait(10)
+
+    async def reload() -> bool:
+        return running.holder.offer(new_config.model_dump(mode="json", by_alias=True), "test")
+
+    assert background_loop.run(reload())
+    connection.send(body[7:])
+    response = connection.getresponse()
+    document = orjson.loads(response.read())
+    connection.close()
+
+    assert response.status == 200
+    if path == "/hybridroute/v1/explain":
+        assert document["configHash"] == old_config.config_hash
+        assert [candidate["endpoint"] for candidate in document["decision"]["candidates"]] == ["local-old"]
+    else:
+        assert response.getheader("x-hybridroute-endpoint") == "local-old"
+        assert len(old_local.requests) == 1
+    assert new_local.requests == []
+    assert running.holder.current.config_hash == new_config.config_hash

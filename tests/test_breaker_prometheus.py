@@ -220,7 +220,7 @@ async def first_breach(prometheus: PrometheusServer, query: str, deadline_s: flo
 
 
 async def router_samples(running: RunningRouter, name: str) -> list[tuple[dict[str, str], float]]:
-    async with aiohttp.ClientSession() as session, session.get(f"{running.url}/metrics") as response:
+    async with aiohttp.ClientSession() as session, session.get(f"{running.metrics_url}/metrics") as response:
         text = await response.text()
     return [
         (sample.labels, sample.value)
@@ -237,7 +237,7 @@ def query_of(config: RouterConfig) -> str:
 
 def start_router(prometheus: PrometheusServer, router: Any, config: RouterConfig) -> RunningRouter:
     running: RunningRouter = router(config)
-    prometheus.set_targets([f"127.0.0.1:{running.port}"])
+    prometheus.set_targets([f"127.0.0.1:{running.metrics_port}"])
     return running
 
 

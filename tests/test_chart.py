@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from hybridroute_operator.injection import ROUTER_PORT_NAME
+from hybridroute_operator.injection import METRICS_PORT_NAME, router_container
 from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
 from hybridroute_router.metrics import RouterMetrics
 from tests.fixtures.helm import CHART, Helm, kube_version
@@ -216,7 +216,8 @@ def test_operator_env_parses_into_webhook_settings(helm: Helm) -> None:
     assert settings is not None
     assert settings.injection.image == "ghcr.io/hybridroute/hybridroute-router:1.2.3"
     assert settings.injection.port == 8123
-    assert settings.injection.listen_address == "127.0.0.1"
+    assert settings.injection.metrics_port == 8041
+    assert settings.injection.metrics_address == "0.0.0.0"
     assert settings.injection.resources["limits"] == {"memory": "256Mi"}
     mounts = {mount["name"]: mount["mountPath"] for mount in operator_container(docs)["volumeMounts"]}
     assert str(settings.cert_dir) == mounts["webhook-tls"]
@@ -262,18 +263,34 @@ def test_schema_rejects_bad_values_naming_the_key(helm: Helm, flag: str, setting
     assert expected in result.stderr
 
 
-def test_pod_monitor_refuses_a_loopback_router(helm: Helm) -> None:
-    result = helm.run(*helm.template_args(set_values={"metrics.podMonitor.enabled": "true"}), check=False)
+def test_pod_monitor_refuses_a_loopback_metrics_listener(helm: Helm) -> None:
+    values = {"metrics.podMonitor.enabled": "true", "injection.metricsAddress": "127.0.0.1"}
+    result = helm.run(*helm.template_args(set_values=values), check=False)
 
     assert result.returncode != 0
-    assert "injection.listenAddress=0.0.0.0" in result.stderr
+    assert "injection.metricsAddress=0.0.0.0" in result.stderr
 
 
-def test_pod_monitor_scrapes_the_router_port_name(helm: Helm) -> None:
+def test_the_chart_cannot_put_the_router_api_on_the_pod_network(helm: Helm) -> None:
+    result = helm.run(*helm.template_args(set_values={"injection.listenAddress": "0.0.0.0"}), check=False)
+
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def test_pod_monitor_scrapes_the_metrics_listener_and_the_injected_sidecar_serves_it_there(helm: Helm) -> None:
     docs = helm.template([CHART / "ci" / "monitoring-enabled-values.yaml"])
-
     endpoints = one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"]
-    assert [endpoint["port"] for endpoint in endpoints] == [ROUTER_PORT_NAME]
+    assert [(endpoint["port"], endpoint["path"]) for endpoint in endpoints] == [(METRICS_PORT_NAME, "/metrics")]
+
+    env = {item["name"]: item["value"] for item in operator_container(docs)["env"] if "value" in item}
+    settings = WebhookSettings.from_environment(env)
+    assert settings is not None
+    sidecar = router_container([], settings.injection)
+    assert [port["name"] for port in sidecar["ports"]] == [METRICS_PORT_NAME]
+    assert "--host=127.0.0.1" in sidecar["args"]
+    assert f"--metrics-port={sidecar['ports'][0]['containerPort']}" in sidecar["args"]
+    assert "--metrics-host=0.0.0.0" in sidecar["args"]
 
 
 def exported_metric_names() -> set[str]:

@@ -114,14 +114,14 @@ def test_unknown_model_alias_is_404(single: Any, sdk_client: Any) -> None:
 
 def test_no_eligible_endpoint_is_503_naming_the_reason(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
     sim = upstream_sim("local")
-    running = router(router_config(endpoint("local-a", sim, maxContextTokens=64)))
+    running = router(router_config(endpoint("local-a", sim, available=False, unavailableReason="0/1 replicas ready")))
 
     with pytest.raises(openai.APIStatusError) as caught:
-        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE, max_tokens=1000)
+        sdk_client(running).chat.completions.create(model="auto", messages=ROUTINE)
 
     assert caught.value.status_code == 503
     assert caught.value.code == "no_eligible_endpoint"
-    assert "local-a: context" in caught.value.message
+    assert "local-a: unavailable" in caught.value.message
 
 
 def test_upstream_garbage_is_502(upstream_sim: Any, router: Any, sdk_client: Any) -> None:

@@ -45,15 +45,40 @@ def test_5xx_fails_over_to_the_next_candidate(upstream_sim: Any, router: Any, sd
     assert len(cloud.requests) == 1
 
 
-def test_time_to_first_byte_timeout_fails_over(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+def test_time_to_first_byte_timeout_fails_over_a_stream(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
     local, cloud = upstream_sim("local"), upstream_sim("cloud")
     local.fail_next(Fault(kind="hang"))
     running = router(two_tier(local, cloud, slo={"ttftMs": 200}))
+
+    with sdk_client(running).chat.completions.with_streaming_response.create(
+        model="auto", messages=ROUTINE, stream=True
+    ) as raw:
+        assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
+        assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_request_timeout_bounds_a_hung_non_streaming_call(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(kind="hang"))
+    running = router(two_tier(local, cloud, slo={"ttftMs": 100, "requestTimeoutMs": 300}))
 
     raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
 
     assert raw.headers["x-hybridroute-endpoint"] == "cloud-a"
     assert raw.headers["x-hybridroute-attempts"] == "2"
+
+
+def test_non_streaming_answer_slower_than_ttft_is_not_cut(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+    """A server sends a non-streaming answer's headers only when generation ends: ttftMs must not cut it."""
+    local, cloud = upstream_sim("local", latency_ms=600), upstream_sim("cloud")
+    running = router(two_tier(local, cloud, slo={"ttftMs": 150, "requestTimeoutMs": 10_000}))
+
+    raw = sdk_client(running).chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-attempts"] == "1"
+    assert raw.parse().choices[0].message.content == "Hello from the upstream simulator."
+    assert len(cloud.requests) == 0
 
 
 def test_latency_budget_header_tightens_the_timeouts(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
@@ -252,3 +277,125 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds({"retry-after-ms": "x", "retry-after": "1.5"}) == 1.5
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
     assert retry_after_seconds({}) is None
+
+
+class ManualClock:
+    """The router's monotonic clock, moved only by the test (breaker timelines without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLocal:
+    """A slow local model server on loopback that counts public requests in flight at once.
+
+    Private prompts (the marker in their text) are answered at once; public ones are held until the
+    test releases them, so no probe can finish (and close the breaker) while the burst is going on.
+    """
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()  # bound to the server's loop on first wait; set from there too
+        self.public_in_flight = 0
+        self.max_public_in_flight = 0
+        self.private_served = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.json()
+        if "PRIVATE" in body["messages"][0]["content"]:
+            self.private_served += 1
+        else:
+            self.public_in_flight += 1
+            self.max_public_in_flight = max(self.max_public_in_flight, self.public_in_flight)
+            try:
+                await self.release.wait()
+            finally:
+                self.public_in_flight -= 1
+        answer = {
+            "id": "local-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "local-a-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        return web.json_response(answer)
+
+
+async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
+    upstream_sim: Any, router: Any, async_sdk_client: Any, background_loop: Any
+) -> None:
+    """Private requests served by a half-open local hold no probe slot and close nothing."""
+    from aiohttp import web
+
+    local = CountingLocal()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", local.handle)
+    runner = web.AppRunner(app)
+    port = free_port()
+
+    async def start_local() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    background_loop.run(start_local())
+    cloud = upstream_sim("cloud")
+    clock = ManualClock()
+    breaker_settings = {"consecutiveFailures": 1, "halfOpenProbes": 3, "openSeconds": 10}
+    config = router_config(
+        endpoint("local-a", f"http://127.0.0.1:{port}/v1"),
+        endpoint("cloud-a", cloud, "cloud"),
+        circuitBreaker=breaker_settings,
+    )
+    running = router(config, clock=clock)
+
+    async def open_local_breaker() -> str:
+        breaker = running.app.executor.breakers.get("local-a")
+        breaker.record_failure("5xx", breaker.admit())
+        clock.now += 100
+        return breaker.state
+
+    assert background_loop.run(open_local_breaker()) == "half-open"
+    client = async_sdk_client(running, timeout=30)
+
+    async def ask(text: str, private: bool) -> str:
+        headers = {"x-hybridroute-privacy": "private"} if private else {}
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], extra_headers=headers
+        )
+        return raw.headers["x-hybridroute-endpoint"]
+
+    public, private = [], []
+    for index in range(12):
+        public.append(asyncio.create_task(ask(f"public {index}", private=False)))
+        private.append(asyncio.create_task(ask(f"PRIVATE {index}", private=True)))
+        await asyncio.sleep(0.02)
+    assert await asyncio.gather(*private) == ["local-a"] * 12  # every private request stayed local
+    # Everything but the probes is answered while they are held: wait for that, bounded.
+    for _ in range(400):
+        if sum(task.done() for task in public) >= 9:
+            break
+        await asyncio.sleep(0.05)
+
+    async def release_probes() -> None:
+        local.release.set()
+
+    try:
+        assert local.private_served == 12
+        assert local.public_in_flight == 3
+        assert local.max_public_in_flight == 3
+        assert [task.result() for task in public if task.done()] == ["cloud-a"] * 9
+    finally:
+        background_loop.run(release_probes())
+    assert [await task for task in public].count("local-a") == 3
+    assert background_loop.run(breaker_state(running)) == "closed"  # three probe successes close it
+    background_loop.run(runner.cleanup())
+
+
+async def breaker_state(running: Any) -> str:
+    state: str = running.app.executor.breakers.get("local-a").state
+    return state

@@ -67,7 +67,7 @@ def test_p95_and_circuit_reach_endpoint_status(
             circuitBreaker={"consecutiveFailures": 3, "openSeconds": 120, "maxOpenSeconds": 120},
         )
     )
-    prometheus.set_targets([f"127.0.0.1:{served.port}"], labels={"namespace": kube.namespace})
+    prometheus.set_targets([f"127.0.0.1:{served.metrics_port}"], labels={"namespace": kube.namespace})
     client = openai.OpenAI(base_url=served.base_url, api_key="client-key", max_retries=0)
 
     def p95_published() -> dict[str, Any] | None:

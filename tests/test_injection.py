@@ -17,6 +17,7 @@ from hybridroute_operator.injection import (
     BASE_URL_ENV,
     CONFIG_VOLUME,
     INJECTED_ANNOTATION,
+    METRICS_PORT_NAME,
     ROUTER_CONTAINER,
     SKIP_CONTAINERS_ANNOTATION,
     InjectionSettings,
@@ -54,8 +55,16 @@ def test_router_runs_as_native_sidecar_with_config_and_secrets() -> None:
     assert router["name"] == ROUTER_CONTAINER
     assert router["restartPolicy"] == "Always"
     assert router["image"] == SETTINGS.image
-    assert router["args"] == ["--config=/etc/hybridroute/config.json", "--host=127.0.0.1", "--port=8123"]
-    assert "http://127.0.0.1:8123/readyz" in router["startupProbe"]["exec"]["command"][-1]
+    assert router["args"] == [
+        "--config=/etc/hybridroute/config.json",
+        "--host=127.0.0.1",
+        "--port=8123",
+        "--metrics-host=0.0.0.0",
+        "--metrics-port=8041",
+    ]
+    assert router["ports"] == [{"name": METRICS_PORT_NAME, "containerPort": 8041, "protocol": "TCP"}]
+    assert router["startupProbe"]["httpGet"] == {"path": "/readyz", "port": METRICS_PORT_NAME}
+    assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": METRICS_PORT_NAME}
     assert router["volumeMounts"] == [{"name": CONFIG_VOLUME, "mountPath": "/etc/hybridroute", "readOnly": True}]
     assert router["securityContext"]["runAsNonRoot"] is True
     assert router["securityContext"]["readOnlyRootFilesystem"] is True
@@ -181,9 +190,20 @@ def health_port() -> Iterator[int]:
     server.server_close()
 
 
+def test_the_api_port_is_never_a_container_port_whatever_the_settings() -> None:
+    for address in ("0.0.0.0", "127.0.0.1"):
+        settings = InjectionSettings(image="router", port=8123, metrics_port=9100, metrics_address=address)
+        container = router_container([], settings)
+        assert "--host=127.0.0.1" in container["args"]
+        assert [port["containerPort"] for port in container["ports"]] == [9100]
+        probes = [container["startupProbe"], container["livenessProbe"]]
+        assert all("8123" not in str(probe) for probe in probes)
+
+
 @pytest.mark.parametrize(("probe", "passes"), [("livenessProbe", True), ("startupProbe", False)])
-def test_probes_run_in_the_container_against_loopback(health_port: int, probe: str, passes: bool) -> None:
-    container = router_container([], InjectionSettings(image="router", port=health_port))
+def test_probes_of_a_loopback_metrics_listener_run_in_the_container(health_port: int, probe: str, passes: bool) -> None:
+    settings = InjectionSettings(image="router", metrics_port=health_port, metrics_address="127.0.0.1")
+    container = router_container([], settings)
     command = container[probe]["exec"]["command"]
     assert command[0] == "python"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def test_cli_router_hot_reloads_and_refuses_bad_documents(
 
     rewrite(path, yaml.safe_dump({"endpoints": [{"name": "Bad Name", "type": "local"}]}))
     assert eventually(lambda: "config refused" in running.log())
-    with urllib.request.urlopen(f"{running.url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{running.metrics_url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     assert f'hybridroute_config_reload_failures_total{{source="file:{path}"}} 1.0' in metrics
     assert aliases() == ["auto", "fast"]
@@ -176,3 +177,84 @@ def test_api_key_resolution_order(tmp_path: Path) -> None:
         resolve_api_key(ApiKeyRef(env="MY_KEY", secret_ref=ref), {SECRETS_DIR_ENV: str(tmp_path / "none")})
     assert "$MY_KEY" in str(caught.value)
     assert "openai/api-key" in str(caught.value)
+
+
+def test_cli_file_watcher_survives_documents_that_used_to_kill_it(
+    upstream_sim: Any, router_process: Any, tmp_path: Path
+) -> None:
+    """Deep YAML (RecursionError while parsing) and a detector pattern Python's `re` cannot compile."""
+    sim = upstream_sim("local")
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(document("auto", url=sim.base_url)))
+    running = router_process(path)
+
+    def aliases() -> list[str]:
+        with urllib.request.urlopen(f"{running.base_url}/models", timeout=5) as response:
+            return [model["id"] for model in orjson.loads(response.read())["data"]]
+
+    def eventually(predicate: Any, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False
+
+    rewrite(path, "endpoints: " + "[" * 5000 + "]" * 5000)
+    assert eventually(lambda: "config refused" in running.log())
+    nested = {
+        **document("auto", "nested", url=sim.base_url),
+        "privacy": {"detectors": [{"name": "n", "pattern": "(" * 500 + "a" + ")" * 500}]},
+    }
+    rewrite(path, yaml.safe_dump(nested))
+    assert eventually(lambda: aliases() == ["auto", "nested"])
+    rewrite(path, yaml.safe_dump(document("auto", "later", url=sim.base_url)))
+    assert eventually(lambda: aliases() == ["auto", "later"])
+    with urllib.request.urlopen(f"{running.url}/readyz", timeout=5) as response:
+        assert response.status == 200
+
+
+def test_every_unparseable_document_is_a_config_error(tmp_path: Path) -> None:
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text("a: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="does not parse"):
+        load_config_file(deep_yaml)
+    holder, source, path, refusals = watched(tmp_path, document("auto"))
+    assert source.check() is True
+    rewrite(path, "{" * 3000 + "}" * 3000)
+    assert source.check() is False
+    assert len(refusals) == 1
+    assert holder.current is not None
+
+
+def test_readyz_reports_a_stopped_background_loop(router: Any) -> None:
+    class BrokenSource:
+        async def run(self) -> None:
+            raise RuntimeError("the watch died")
+
+    running = router(router_config(endpoint("local-a", "http://127.0.0.1:9/v1")), sources=[BrokenSource()])
+
+    def readyz() -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"{running.url}/readyz", timeout=5) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    deadline = time.monotonic() + 10
+    while readyz()[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, answer = readyz()
+    assert status == 503
+    assert answer["error"]["code"] == "router_not_ready"
+    assert "BrokenSource" in answer["error"]["message"]
+
+
+async def test_configmap_source_run_ends_with_the_error_when_its_thread_dies() -> None:
+    class DyingWatch(ConfigMapSource):
+        def _watch_forever(self) -> None:
+            raise RuntimeError("watch thread died")
+
+    source = DyingWatch("team-a", "policy", ConfigHolder())
+    with pytest.raises(RuntimeError, match="watch thread died"):
+        await asyncio.wait_for(source.run(), 10)

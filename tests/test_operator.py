@@ -217,3 +217,25 @@ def test_policy_compiles_recompiles_and_keeps_the_last_good_config(kube: Kube, r
     assert kept is not None
     assert kept.metadata.resource_version == good.metadata.resource_version  # untouched
     assert kept.data == good.data
+
+
+def test_detector_patterns_the_engine_refuses_are_compile_failures_not_crashes(
+    local_cluster: LocalCluster, kube: Kube, running_operator: Path
+) -> None:
+    """A pattern RE2 refuses fails the compile (naming the detector); one Python's `re` cannot even compile
+    (RecursionError) is fine on RE2. Either way the operator keeps reconciling and writes status."""
+    kube.create(ENDPOINT_PLURAL, "local", {"type": "local", "local": {"url": "http://127.0.0.1:9/v1", "model": "m"}})
+    refused = {"detectors": [{"name": "backref", "pattern": r"(\d+)-\1"}]}
+    kube.create(POLICY_PLURAL, "guarded", {"endpoints": [{"name": "local"}], "privacy": refused})
+
+    eventually(lambda: kube.condition_is(POLICY_PLURAL, "guarded", "Ready", "False", "CompileFailed"), "CompileFailed")
+    message = (kube.condition(POLICY_PLURAL, "guarded", "Ready") or {})["message"]
+    assert "privacy.detectors[backref].pattern" in message
+    assert "invalid escape sequence" in message
+    assert kube.config_map("guarded") is None
+
+    nested = {"detectors": [{"name": "nested", "pattern": "(" * 500 + "a" + ")" * 500}]}
+    kube.patch_spec(POLICY_PLURAL, "guarded", {"privacy": nested})
+    eventually(lambda: kube.condition_is(POLICY_PLURAL, "guarded", "Ready", "True", "Compiled"), "compiled on RE2")
+    config_map = eventually(lambda: kube.config_map("guarded"), "the policy's ConfigMap")
+    assert [detector.name for detector in parse_config(config_map.data[CONFIGMAP_KEY]).privacy.detectors] == ["nested"]

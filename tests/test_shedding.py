@@ -44,7 +44,7 @@ async def burst(running: RunningRouter, size: int, headers: dict[str, str] | Non
 
 async def metric(running: RunningRouter, name: str, **labels: str) -> float:
     """One sample's value from the router's /metrics (0 when absent)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{running.url}/metrics") as response:
+    async with aiohttp.ClientSession() as session, session.get(f"{running.metrics_url}/metrics") as response:
         text = await response.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -119,3 +119,32 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 1
     assert "RoutingPolicy/bad-no-endpoints: spec.endpoints: set endpoints" in result.stdout
+
+
+def test_detector_patterns_the_router_engine_refuses_fail_offline(tmp_path: Path) -> None:
+    """The API server takes any string as a pattern; the offline check compiles it on RE2 like the router."""
+    manifest = tmp_path / "policy.yaml"
+    manifest.write_text(
+        """
+apiVersion: hybridroute.io/v1alpha1
+kind: RoutingPolicy
+metadata: {name: guarded}
+spec:
+  endpoints: [{name: local}]
+  privacy:
+    detectors:
+      - {name: fine, pattern: 'EMP-\\d{6}'}
+      - {name: lookahead, pattern: '(?=secret)\\w+'}
+"""
+    )
+
+    report = validate_paths([manifest])
+
+    assert not report.ok
+    problems = [(problem.field, problem.message) for problem in report.problems]
+    assert problems == [
+        (
+            "spec.privacy.detectors[1].pattern",
+            "detector lookahead: not supported by the RE2 engine: invalid perl operator: (?=",
+        )
+    ]

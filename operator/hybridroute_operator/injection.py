@@ -11,9 +11,12 @@ What an injected Pod gets:
   access from the app's ServiceAccount (a ConfigMap watch would need RBAC in every app namespace);
   the price is reload lag: the kubelet refreshes the file within about a minute, and the router's
   file source picks the change up by itself;
-- probes that run inside the container (`python -c`), because the router binds 127.0.0.1 by default
-  (its API spends the pod's cloud keys, so it serves its own pod only) and the kubelet probes the
-  pod IP. `listen_address: 0.0.0.0` exposes it on the pod network, for Prometheus to scrape /metrics;
+- two listeners: the API on 127.0.0.1 (`--host`, always: it spends the pod's cloud keys, so it
+  serves its own pod only, never the pod IP), and the operations listener (`--metrics-host`,
+  `--metrics-port`, 0.0.0.0:8041 by default) serving only /metrics, /healthz and /readyz, declared as
+  the container port `hr-metrics` that the chart's PodMonitor scrapes;
+- HTTP probes against that port. With `metrics_address` set to loopback (no scraping wanted), the
+  kubelet cannot reach it on the pod IP, so the probes run inside the container (`python -c`);
 - every API-key Secret the policy references, as env vars named by `secret_env_name(ref)` (the
   router's key resolution reads exactly those names). They are `optional`, so a missing Secret makes
   that cloud endpoint unusable (the router fails over to local) instead of keeping the Pod from
@@ -39,9 +42,11 @@ INJECTED_ANNOTATION: Final = "hybridroute.io/injected-policy"
 ROUTER_CONTAINER: Final = "hybridroute-router"
 CONFIG_VOLUME: Final = "hybridroute-config"
 BASE_URL_ENV: Final = "OPENAI_BASE_URL"
-# Container port name; the chart's PodMonitor scrapes exactly this name, so it must not be a name
-# app containers commonly use ("http").
-ROUTER_PORT_NAME: Final = "hybridroute"
+API_ADDRESS: Final = "127.0.0.1"
+"""Where the router's API listens in an injected pod: loopback, never configurable."""
+# Container port name of the operations listener; the chart's PodMonitor scrapes exactly this name,
+# so it must not be a name app containers commonly use ("http", "metrics").
+METRICS_PORT_NAME: Final = "hr-metrics"
 
 JsonPatch = list[dict[str, Any]]
 
@@ -57,9 +62,11 @@ class InjectionSettings:
     image: str
     """Router image reference (repository:tag or @digest)."""
     port: int = 8040
-    """Port the router serves its OpenAI-compatible API and /metrics on."""
-    listen_address: str = "127.0.0.1"
-    """Address the router binds; 0.0.0.0 lets Prometheus scrape it (and lets other pods call it)."""
+    """Port the router serves its OpenAI-compatible API on (127.0.0.1 only)."""
+    metrics_port: int = 8041
+    """Port of the operations listener: /metrics, /healthz, /readyz (never the API)."""
+    metrics_address: str = "0.0.0.0"
+    """Address the operations listener binds; 0.0.0.0 lets Prometheus scrape it and the kubelet probe it."""
     image_pull_policy: str = "IfNotPresent"
     config_mount_path: str = "/etc/hybridroute"
     """Directory the policy's ConfigMap is mounted at; the router reads `<path>/config.json`."""
@@ -115,9 +122,12 @@ def build_patch(
 
 def router_container(secret_refs: Iterable[SecretKeyRef], settings: InjectionSettings) -> dict[str, Any]:
     """The router as a native sidecar container."""
+    loopback_only = settings.metrics_address.startswith("127.") or settings.metrics_address in ("::1", "localhost")
 
     def probe(path: str, **timing: int) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{settings.port}{path}"
+        if not loopback_only:
+            return {"httpGet": {"path": path, "port": METRICS_PORT_NAME}, "timeoutSeconds": 3, **timing}
+        url = f"http://127.0.0.1:{settings.metrics_port}{path}"
         check = f"import urllib.request as u; u.urlopen({url!r}, timeout=2)"
         return {"exec": {"command": ["python", "-c", check]}, "timeoutSeconds": 3, **timing}
 
@@ -129,10 +139,13 @@ def router_container(secret_refs: Iterable[SecretKeyRef], settings: InjectionSet
         "restartPolicy": "Always",
         "args": [
             f"--config={settings.config_mount_path}/{CONFIGMAP_KEY}",
-            f"--host={settings.listen_address}",
+            f"--host={API_ADDRESS}",
             f"--port={settings.port}",
+            f"--metrics-host={settings.metrics_address}",
+            f"--metrics-port={settings.metrics_port}",
         ],
-        "ports": [{"name": ROUTER_PORT_NAME, "containerPort": settings.port, "protocol": "TCP"}],
+        # Only the operations listener is a container port: the API is not reachable from outside the pod.
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"}],
         "env": [_secret_env(ref) for ref in _unique(secret_refs)],
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True}],
         "resources": {kind: dict(amounts) for kind, amounts in settings.resources.items()},

@@ -2,8 +2,10 @@
 
 Checks each document with the same models the CRDs are generated from (types, enums, bounds, unknown
 fields, the cross-field rules the CRDs carry as CEL) and the list types the CRDs declare (set items and
-map keys unique), so a manifest that passes here passes the API server's schema too. Other kinds are
-skipped. Reading files is kept apart from judging documents: `check_document` is pure.
+map keys unique), so a manifest that passes here passes the API server's schema too. A RoutingPolicy's
+custom detector patterns are compiled on the router's engine (RE2) as well: the API server cannot
+judge them, and the operator would report the policy CompileFailed. Other kinds are skipped. Reading
+files is kept apart from judging documents: `check_document` is pure.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hybridroute_operator import api, crdgen
+from hybridroute_router.regexengine import PatternError, compile_pattern
 
 MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 _MODELS: Final[dict[str, type[BaseModel]]] = {
@@ -77,12 +80,22 @@ def check_document(document: Mapping[str, Any]) -> list[FieldProblem]:
     """Every problem in one InferenceEndpoint or RoutingPolicy document (empty when valid)."""
     model = _MODELS[document["kind"]]
     try:
-        model.model_validate(document)
+        validated = model.model_validate(document)
     except ValidationError as exc:
         problems = list(_field_problems(exc))
     else:
-        problems = []
+        problems = list(_detector_problems(validated))
     return problems + _list_type_problems(document)
+
+
+def _detector_problems(document: BaseModel) -> Iterator[FieldProblem]:
+    if not isinstance(document, api.RoutingPolicy):
+        return
+    for index, detector in enumerate(document.spec.privacy.detectors):
+        try:
+            compile_pattern(detector.pattern)
+        except PatternError as exc:
+            yield FieldProblem(f"spec.privacy.detectors[{index}].pattern", f"detector {detector.name}: {exc}")
 
 
 def _field_problems(exc: ValidationError) -> Iterator[FieldProblem]:

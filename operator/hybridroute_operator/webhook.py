@@ -78,7 +78,8 @@ class WebhookSettings:
         injection = InjectionSettings(
             image=required("HYBRIDROUTE_ROUTER_IMAGE"),
             port=_int(env, "HYBRIDROUTE_ROUTER_PORT", defaults.port),
-            listen_address=env.get("HYBRIDROUTE_ROUTER_LISTEN_ADDRESS", defaults.listen_address),
+            metrics_port=_int(env, "HYBRIDROUTE_ROUTER_METRICS_PORT", defaults.metrics_port),
+            metrics_address=env.get("HYBRIDROUTE_ROUTER_METRICS_ADDRESS", defaults.metrics_address),
             image_pull_policy=env.get("HYBRIDROUTE_ROUTER_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             config_mount_path=env.get("HYBRIDROUTE_ROUTER_CONFIG_MOUNT_PATH", defaults.config_mount_path),
             resources=_resources(env.get("HYBRIDROUTE_ROUTER_RESOURCES")) or defaults.resources,

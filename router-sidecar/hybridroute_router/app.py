@@ -3,13 +3,15 @@
 A thin raw-ASGI app rather than a framework: the hot path is one dict lookup for the route, one read
 of the body, one `orjson.loads`, and the pure profile/decision steps before the executor sends it on.
 
-Endpoints:
+Endpoints (the API listener, loopback only: it spends the pod's cloud keys):
     POST /v1/chat/completions, /v1/completions, /v1/embeddings   proxied (streaming and not)
     GET  /v1/models                   the policy's model aliases (OpenAI list shape)
     POST /hybridroute/v1/explain      the decision for a request, without sending it
     GET  /healthz                     the process is up
-    GET  /readyz                      a valid config is loaded
-    GET  /metrics                     Prometheus text format
+    GET  /readyz                      a valid config is loaded and every background loop runs
+
+/metrics is served by the separate operations listener only (`opsapp.OpsApp`), which may bind the
+pod IP for Prometheus and the kubelet.
 
 Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
 Prometheus p95 evaluator as tasks; stops them on shutdown.
@@ -23,14 +25,16 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from .breaker import BreakerRegistry
+from .asgi import Message, Receive, Scope, Send, respond
+from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
+from .clientchecks import check_decision_fits, check_output_tokens, check_response_schema
 from .config import RouterConfig
 from .errors import (
     BadRequest,
@@ -42,6 +46,7 @@ from .errors import (
     PayloadTooLarge,
     PrivateRequestRefused,
     RouterError,
+    error_body,
 )
 from .executor import Executor, RoutedRequest, Served
 from .limiter import ConcurrencyLimiter
@@ -52,11 +57,6 @@ from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
 from .upstream import AiohttpTransport, Transport
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 log = logging.getLogger("hybridroute.router.app")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -65,7 +65,6 @@ PROXIED: Mapping[str, Kind] = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-_JSON = [(b"content-type", b"application/json")]
 GC_GEN0_THRESHOLD = 10_000
 """Allocations between young-generation collections (CPython's default is 700)."""
 
@@ -165,24 +164,51 @@ class RouterApp:
         # Its own small session: Prometheus queries never compete with requests for pooled connections.
         self._p95_session = aiohttp.ClientSession()
         self.p95 = P95Evaluator(self._p95_session, lambda: self.holder.current, self.executor.breakers.observe_p95)
-        runners = [source.run for source in self._sources] + [self.p95.run]
-        self._tasks = [asyncio.create_task(runner()) for runner in runners]
+        loops = [(type(source).__name__, source.run) for source in self._sources] + [("P95Evaluator", self.p95.run)]
+        self._tasks = [asyncio.create_task(run(), name=name) for name, run in loops]
+        for task in self._tasks:
+            task.add_done_callback(_report_stopped)
         _settle_garbage_collector()
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-        self._tasks = []
         if self._p95_session is not None:
             await self._p95_session.close()
         close = getattr(self.transport, "close", None)
         if close is not None:
             await close()
 
+    def _snapshot(self) -> tuple[RouterConfig | None, Mapping[str, CircuitBreaker]]:
+        """The config being served and its breakers, read together without yielding to the loop.
+
+        A request keeps both for its whole life (body upload included), so a reload in between
+        changes nothing it sees: the breakers of endpoints the reload removed live on in its view.
+        """
+        return self.holder.current, self.executor.breakers.snapshot()
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response_started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked_send)
+        except Exception as exc:
+            # A bug must not leak request content: no message, no traceback text (either may quote the
+            # client's body or schema), only the exception's type and where it was raised.
+            log.error("internal error", extra={"error": type(exc).__name__, "at": _raised_at(exc)})
+            if not response_started:
+                await respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         config = self.holder.current
@@ -193,36 +219,44 @@ class RouterApp:
                 await self._proxy(kind, scope, receive, send)
             elif path == "/hybridroute/v1/explain":
                 _require(method, "POST")
-                await _respond(send, 200, await self._explain(scope, receive))
+                await respond(send, 200, await self._explain(scope, receive))
             elif path == "/v1/models":
                 _require(method, "GET")
-                await _respond(send, 200, orjson.dumps(_models(_ready(config))))
+                await respond(send, 200, orjson.dumps(_models(_ready(config))))
             elif path == "/healthz":
-                await _respond(send, 200, b'{"status":"ok"}')
+                await respond(send, 200, b'{"status":"ok"}')
             elif path == "/readyz":
-                hash_ = _ready(config).config_hash
-                await _respond(send, 200, orjson.dumps({"status": "ready", "configHash": hash_}))
-            elif path == "/metrics":
-                await _respond(
-                    send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
-                )
+                await respond(send, 200, self.readiness(config))
             else:
                 raise NotFound(f"no route for {method} {path}")
         except RouterError as exc:
-            await _respond(send, exc.status, exc.body())
+            await respond(send, exc.status, exc.body())
+
+    def readiness(self, config: RouterConfig | None) -> bytes:
+        """/readyz's answer; NotReady without a config, or when a background loop stopped.
+
+        A stopped config source means the router silently serves a config that no longer follows its
+        source; a stopped p95 evaluator means breakers no longer see the fleet. Either is not ready.
+        """
+        hash_ = _ready(config).config_hash
+        stopped = [task.get_name() for task in self._tasks if task.done()]
+        if stopped:
+            raise NotReady(f"background loop stopped: {', '.join(stopped)}")
+        return orjson.dumps({"status": "ready", "configHash": hash_})
 
     # ---------------------------------------------------------------------------------------------
     # proxying
 
     async def _proxy(self, kind: Kind, scope: Scope, receive: Receive, send: Send) -> None:
         started = self.executor.clock()
-        config = self.holder.current  # read once: a swap mid-request never changes what it sees
+        config, breakers = self._snapshot()  # read once: a swap mid-request never changes what it sees
         policy = config.policy.name if config else ""
         try:
             config = _ready(config)
             client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
             body, profile = await self._parse(kind, scope, receive, client_headers, config)
-            decision = self._decide(profile, config)
+            decision = self._decide(profile, config, breakers)
+            check_decision_fits(profile, decision)
             if decision.private and any(rejection.filter == "privacy" for rejection in decision.rejected):
                 self.metrics.observe_privacy_block(policy, "kept-local" if decision.candidates else "rejected")
             for rejection in decision.rejected:
@@ -235,7 +269,8 @@ class RouterApp:
             self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
             log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
             raise
-        served = await self.executor.execute(RoutedRequest(body, client_headers, profile, decision, config, started))
+        routed = RoutedRequest(body, client_headers, profile, decision, config, breakers, started)
+        served = await self.executor.execute(routed)
         await _send_served(served, receive, send)
 
     async def _parse(
@@ -246,15 +281,8 @@ class RouterApp:
         client_headers: Sequence[tuple[str, str]],
         config: RouterConfig,
     ) -> tuple[dict[str, Any], RequestProfile]:
-        raw = await _read_body(scope, receive, self.max_body_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
-        try:
-            profile = build_profile(kind, body, client_headers, config)
-        except ProfileError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
+        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
+        profile = _checked_profile(kind, body, client_headers, config)
         if profile.model not in config.model_aliases:
             available = ", ".join(config.model_aliases)
             raise ModelNotFound(
@@ -263,11 +291,13 @@ class RouterApp:
             )
         return body, profile
 
-    def _decide(self, profile: RequestProfile, config: RouterConfig) -> Decision:
+    def _decide(
+        self, profile: RequestProfile, config: RouterConfig, breakers: Mapping[str, CircuitBreaker]
+    ) -> Decision:
         executor = self.executor
         states = {}
         for endpoint in config.endpoints:
-            breaker = executor.breakers.get(endpoint.name)
+            breaker = breakers[endpoint.name]
             states[endpoint.name] = EndpointState(
                 breaker=breaker.state,
                 at_capacity=executor.limiter.at_capacity(endpoint.name, endpoint.max_concurrency),
@@ -279,22 +309,58 @@ class RouterApp:
 
     async def _explain(self, scope: Scope, receive: Receive) -> bytes:
         """The decision for a request body, without sending it: no prompt text in the answer."""
-        config = _ready(self.holder.current)
-        raw = await _read_body(scope, receive, self.max_body_bytes)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
+        config, breakers = self._snapshot()
+        config = _ready(config)
+        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
         kind: Kind = "chat"
         if isinstance(body, dict) and "messages" not in body:
             kind = "completions" if "prompt" in body else "embeddings" if "input" in body else "chat"
         client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        try:
-            profile = build_profile(kind, body, client_headers, config)
-        except ProfileError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
-        decision = self._decide(profile, config)
+        profile = _checked_profile(kind, body, client_headers, config)
+        decision = self._decide(profile, config, breakers)
+        check_decision_fits(profile, decision)
         return orjson.dumps(explanation(profile, decision, config, self.executor.spend.exhausted(config.budget)))
+
+
+def _json_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+
+
+def _checked_profile(
+    kind: Kind, body: Any, client_headers: Sequence[tuple[str, str]], config: RouterConfig
+) -> RequestProfile:
+    """The request's profile, after the checks that make a client's mistake a 400 before routing."""
+    try:
+        profile = build_profile(kind, body, client_headers, config)
+    except ProfileError as exc:
+        raise BadRequest(exc.message, param=exc.param) from None
+    if profile.json_schema is not None:
+        check_response_schema(profile.json_schema)
+    check_output_tokens(profile, body, config)
+    return profile
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`file:line` of the innermost frame of `exc`'s traceback (for logs that must not quote data)."""
+    traceback = exc.__traceback__
+    if traceback is None:
+        return "?"
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return f"{traceback.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{traceback.tb_lineno}"
+
+
+def _report_stopped(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.error(
+        "background loop stopped; the router reports not ready",
+        extra={"loop": task.get_name(), "error": type(error).__name__ if error else None},
+    )
 
 
 def _settle_garbage_collector() -> None:
@@ -403,21 +469,10 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_served(served: Served, receive: Receive, send: Send) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in served.headers]
     if served.stream is None:
-        await _respond(send, served.status, served.body, headers)
+        await respond(send, served.status, served.body, headers)
         return
     await send({"type": "http.response.start", "status": served.status, "headers": headers})
     # Stop pulling from the upstream when the client goes away (the GPU should stop generating too).

@@ -17,9 +17,17 @@ factor in [0.8, 1.2] from the injected rng (so a fleet of routers does not probe
 capped at `maxOpenSeconds`. Closing resets the backoff. Outcomes recorded while open (requests that
 were already in flight) do not count.
 
-Half-open admits at most `halfOpenProbes` requests in flight at once (`try_acquire`); a request that
-ends without an outcome gives its slot back (`release`). A probe's success is a success however long it
-took: LLM call durations vary with output length, and slowness is the p95 signal's job.
+Every request sent to the endpoint holds a `Permit` from `try_acquire` (or `admit`, for a request
+sent without asking: the decision's all-open pick, a private request's last resort), and its outcome
+is recorded with that permit. A permit belongs to one breaker *episode* (a new one starts at every
+state change), and an outcome only counts in the episode its permit was issued in: a request admitted
+before the breaker opened says nothing about the endpoint after it, and is ignored.
+Half-open admits at most `halfOpenProbes` probes in flight at once (`try_acquire`); only a permit that
+holds one of those slots is a probe, so requests sent there without a slot (`admit`) never count as
+probe results, and never give back a slot they did not take. A request that ends without an outcome
+gives its slot back (`release`). Each permit settles once, so the in-flight count cannot drift. A
+probe's success is a success however long it took: LLM call durations vary with output length, and
+slowness is the p95 signal's job.
 
 p95 from Prometheus (`observe_p95`, called every evaluation): above the SLO for `consecutiveBreaches`
 known observations in a row opens the breaker (reason `p95_slo_breach`), or re-opens it from
@@ -39,7 +47,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
 from .config import CircuitBreakerConfig, RouterConfig, SLOConfig
@@ -52,6 +62,15 @@ TransitionCallback = Callable[[str, BreakerState, BreakerState, str], None]
 P95_BREACH: Final = "p95_slo_breach"
 JITTER: Final = 0.2
 _MAX_DOUBLINGS: Final = 30  # 2**30 x openSeconds is far beyond any maxOpenSeconds; avoids float overflow
+
+
+@dataclass(slots=True)
+class Permit:
+    """One request's admission to an endpoint: the episode it was issued in, and whether it holds a probe slot."""
+
+    episode: int
+    probe: bool
+    settled: bool = False
 
 
 class CircuitBreaker:
@@ -79,6 +98,7 @@ class CircuitBreaker:
         self._p95_gated = False  # p95 opened this episode: closing needs p95 recovery too
         self._consecutive_failures = 0
         self._window = SlidingCounts(config.window_seconds, 3, clock)  # calls, failures, slow calls
+        self._episode = 0
         self._probes_in_flight = 0
         self._probe_successes = 0
         self._breaches = 0
@@ -120,37 +140,43 @@ class CircuitBreaker:
 
     # -- passive outcomes ---------------------------------------------------------------------------
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self) -> Permit | None:
         """May a request go to this endpoint now? Half-open: only while a probe slot is free."""
         state = self.state
         if state == "closed":
-            return True
+            return Permit(self._episode, probe=False)
         if state == "open" or self._probes_in_flight >= self._config.half_open_probes:
-            return False
+            return None
         self._probes_in_flight += 1
-        return True
+        return Permit(self._episode, probe=True)
 
-    def release(self) -> None:
-        """A request admitted by `try_acquire` ended without an outcome (the client went away)."""
-        if self._state == "half-open":
-            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+    def admit(self) -> Permit:
+        """A permit for a request sent without asking (never a probe: its outcome counts only while closed)."""
+        return Permit(self._episode, probe=False)
 
-    def record_success(self, duration_s: float) -> None:
+    def release(self, permit: Permit) -> None:
+        """The permit's request ended without an outcome (the client went away, no key): give back its slot."""
+        self._settle(permit)
+
+    def record_success(self, duration_s: float, permit: Permit) -> None:
         state = self.state
+        if not self._settle(permit):
+            return
         if state == "closed":
             self._consecutive_failures = 0
             slow = duration_s * 1000 > self._slo.p95_latency_ms
             self._window.add(1, 0, int(slow))
             self._judge_window()
-        elif state == "half-open":
-            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+        elif state == "half-open" and permit.probe:
             self._probe_successes += 1
             self._close_if_recovered("probes_succeeded")
 
-    def record_failure(self, kind: str) -> None:
+    def record_failure(self, kind: str, permit: Permit) -> None:
         """An attempt failed (kind: 5xx, 429, timeout, connect, invalid)."""
         self.last_failure_at = self._clock()
         state = self.state
+        if not self._settle(permit):
+            return
         if state == "closed":
             self._consecutive_failures += 1
             self._window.add(1, 1, 0)
@@ -158,9 +184,19 @@ class CircuitBreaker:
                 self._open("consecutive_failures")
             else:
                 self._judge_window()
-        elif state == "half-open":
-            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+        elif state == "half-open" and permit.probe:
             self._open("probe_failed")
+
+    def _settle(self, permit: Permit) -> bool:
+        """Settle `permit` once; True when its outcome belongs to the current episode."""
+        if permit.settled:
+            return False
+        permit.settled = True
+        if permit.episode != self._episode:
+            return False
+        if permit.probe:
+            self._probes_in_flight -= 1
+        return True
 
     # -- p95 from Prometheus ------------------------------------------------------------------------
 
@@ -235,6 +271,7 @@ class CircuitBreaker:
 
     def _transition(self, new: BreakerState, reason: str) -> None:
         old, self._state = self._state, new
+        self._episode += 1  # permits issued before this change no longer count
         for callback in self._callbacks:
             callback(self.name, old, new, reason)
 
@@ -265,6 +302,14 @@ class BreakerRegistry:
     def get(self, endpoint: str) -> CircuitBreaker:
         """The endpoint's breaker; KeyError for a name the current config does not have."""
         return self._breakers[endpoint]
+
+    def snapshot(self) -> Mapping[str, CircuitBreaker]:
+        """The breakers of the config being served now, frozen: a later reload does not change this view.
+
+        A request takes it together with the config it starts with, so an endpoint that a reload
+        removes while the request is still arriving keeps its breaker for that request's whole life.
+        """
+        return MappingProxyType(self._breakers)
 
     def states(self) -> dict[str, BreakerState]:
         return {name: breaker.state for name, breaker in self._breakers.items()}

@@ -3,17 +3,26 @@
     hybridroute-router --config examples/standalone.yaml          # standalone, hot reload
     hybridroute-router --configmap team-a/my-policy               # in a pod, next to the app
 
-Port 8040 by default: clear of the usual app ports (8000, 8080) and of model servers (vLLM 8000,
-Ollama 11434). The operator's sidecar injection passes `--port` explicitly. The server binds
-127.0.0.1 by default: the sidecar serves its own pod only.
+Two listeners in one process and event loop:
+- the API (`--host`/`--port`, 127.0.0.1:8040): the OpenAI API and explain. Port 8040 is clear of the
+  usual app ports (8000, 8080) and of model servers (vLLM 8000, Ollama 11434). It binds loopback: it
+  spends the pod's cloud keys, so it serves its own pod only;
+- operations (`--metrics-host`/`--metrics-port`, 127.0.0.1:8041 by default): /metrics, /healthz and
+  /readyz only (`opsapp`). The injected sidecar binds it to 0.0.0.0 so Prometheus can scrape it and
+  the kubelet can probe it on the pod IP.
+The API listener owns the process's signals and the app's lifespan; the operations listener stops
+with it.
 
 Logs are JSON lines on stderr; the extra fields a log call passes become keys of the line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +33,10 @@ import uvicorn
 from .app import DEFAULT_MAX_BODY_BYTES, RouterApp, Source
 from .config import ConfigError
 from .loader import ConfigHolder, ConfigMapSource, FileSource, load_config_file
+from .opsapp import OpsApp
 
 DEFAULT_PORT = 8040
+DEFAULT_METRICS_PORT = 8041
 
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
@@ -76,6 +87,39 @@ def build_app(
     return RouterApp(holder, sources=sources, max_body_bytes=max_body_bytes)
 
 
+class _OpsServer(uvicorn.Server):
+    """The operations listener: leaves the process's signals to the API server and stops with it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(app: RouterApp, api: tuple[str, int], ops: tuple[str, int], log_level: str) -> None:
+    """Run the API and operations listeners on one uvloop event loop until the API server stops."""
+    common: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "workers": 1,
+        "access_log": False,  # the router logs one decision line per request instead
+        "log_config": None,
+        "log_level": log_level,
+    }
+    api_server = uvicorn.Server(uvicorn.Config(app, host=api[0], port=api[1], lifespan="on", **common))
+    ops_server = _OpsServer(uvicorn.Config(OpsApp(app), host=ops[0], port=ops[1], lifespan="off", **common))
+
+    async def both() -> None:
+        ops_task = asyncio.create_task(ops_server.serve())
+        try:
+            await api_server.serve()
+        finally:
+            ops_server.should_exit = True
+            await ops_task
+
+    with asyncio.Runner(loop_factory=api_server.config.get_loop_factory()) as runner:
+        runner.run(both())
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -85,8 +129,15 @@ def build_app(
 )
 @click.option("--configmap", metavar="NAMESPACE/NAME", help="Watch this ConfigMap's config.json (in a cluster).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --configmap outside a pod.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address (keep it loopback: it spends keys).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535), help="API port.")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the /metrics, /healthz, /readyz listener (0.0.0.0 in a pod, for Prometheus and probes).",
+)
+@click.option("--metrics-port", default=DEFAULT_METRICS_PORT, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--max-body-bytes",
     default=DEFAULT_MAX_BODY_BYTES,
@@ -106,6 +157,8 @@ def main(
     kubeconfig: str | None,
     host: str,
     port: int,
+    metrics_host: str,
+    metrics_port: int,
     max_body_bytes: int,
     log_level: str,
 ) -> None:
@@ -113,20 +166,10 @@ def main(
     if (config_file is None) == (configmap is None):
         raise click.UsageError("give exactly one of --config FILE or --configmap NAMESPACE/NAME")
     configure_logging(log_level)
+    if port == metrics_port:
+        raise click.UsageError("--metrics-port must differ from --port: the API never shares its listener")
     app = build_app(config_file, configmap, kubeconfig, max_body_bytes)
-    server_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        workers=1,
-        access_log=False,  # the router logs one decision line per request instead
-        log_config=None,
-        log_level=log_level,
-    )
-    uvicorn.Server(server_config).run()
+    serve(app, (host, port), (metrics_host, metrics_port), log_level)
 
 
 if __name__ == "__main__":

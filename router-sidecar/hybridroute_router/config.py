@@ -18,8 +18,10 @@ import re
 from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from .regexengine import PatternError, compile_pattern
 
 SCHEMA_VERSION: Final = "hybridroute.io/router-config/v1"
 CONFIGMAP_KEY = "config.json"
@@ -53,16 +55,8 @@ class RegexDetector(Model):
     name: Annotated[str, Field(min_length=1, max_length=63)]
     """Detector name, reported in metrics and the explain endpoint."""
     pattern: Annotated[str, Field(min_length=1, max_length=1024)]
-    """Python/RE2-compatible regular expression searched in every message's text."""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern does not compile: {exc}") from exc
-        return value
+    """RE2 regular expression searched in every message's text (linear time: no backreferences or
+    look-around). A pattern RE2 refuses makes the policy fail to compile, naming the detector."""
 
 
 class HeaderMatch(Model):
@@ -140,9 +134,10 @@ class SLOConfig(Model):
     p95_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 5_000
     """Target p95 end-to-end latency per endpoint; above it for long enough the breaker opens."""
     ttft_ms: Annotated[int, Field(ge=1, le=600_000)] = 10_000
-    """Time to first byte from an upstream before the attempt counts as timed out."""
+    """Time to the first streamed byte from an upstream before a streaming attempt counts as timed out."""
     request_timeout_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 120_000
-    """Total time for one upstream attempt."""
+    """Total time for one upstream attempt. It alone bounds a non-streaming answer, whose headers servers
+    send only once generation has ended."""
     connect_timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 2_000
     """TCP/TLS connect timeout for one upstream attempt."""
 
@@ -408,6 +403,11 @@ class RouterConfig(PolicySections):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RouterConfig:
+        for detector in self.privacy.detectors:
+            try:
+                compile_pattern(detector.pattern)
+            except PatternError as exc:
+                raise ValueError(f"privacy.detectors[{detector.name}].pattern: {exc}") from None
         names = [endpoint.name for endpoint in self.endpoints]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -458,9 +458,11 @@ def parse_config(raw: bytes | str | dict[str, Any]) -> RouterConfig:
         raise ConfigError("config must be a JSON object")
     try:
         config = RouterConfig.model_validate(document)
+        expected = config.finalize().config_hash
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    expected = config.finalize().config_hash
+    except Exception as exc:  # whatever a document makes validation raise, it is a refused document
+        raise ConfigError(f"invalid router config: validation failed ({type(exc).__name__})") from None
     if config.config_hash and config.config_hash != expected:
         raise ConfigError(f"configHash {config.config_hash} does not match content ({expected})")
     return config.model_copy(update={"config_hash": expected})

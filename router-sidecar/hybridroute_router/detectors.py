@@ -3,7 +3,8 @@
 A detector answers one question — does this text contain something of its kind? — and reports only
 its own name, never the matched text, so a privacy decision can be logged and explained without
 leaking what triggered it. The built-in shapes (email, phone, card, nationalId) and their precision
-are pii.py's; what text a request offers them is content.py's. Compiled sets are cached per privacy
+are pii.py's; what text a request offers them is content.py's. The policy's own patterns run on RE2
+(`regexengine`): linear in the text whatever their author wrote. Compiled sets are cached per privacy
 config.
 """
 
@@ -17,6 +18,7 @@ from functools import lru_cache
 
 from . import pii
 from .config import BuiltinDetector, PrivacyConfig
+from .regexengine import Matcher, compile_pattern
 
 REASON_PREFIX = "detector:"
 TEXT_SEPARATOR = "\n\x00\n"
@@ -33,7 +35,8 @@ class Detector:
     """
 
     name: str
-    pattern: re.Pattern[str]
+    pattern: Matcher
+    """Python's `re` for the built-ins, RE2 for a policy's own patterns."""
     confirm: Callable[[re.Match[str]], bool] | None = None
     """Checks one match (its text and its surroundings in `match.string`)."""
     worth_scanning: Callable[[str], bool] | None = None
@@ -115,5 +118,5 @@ def detectors_for(privacy: PrivacyConfig) -> DetectorSet:
 @lru_cache(maxsize=32)
 def _compile(builtins: tuple[BuiltinDetector, ...], custom: tuple[tuple[str, str], ...]) -> DetectorSet:
     chosen = [BUILTIN_DETECTORS[name] for name in dict.fromkeys(builtins)]
-    chosen.extend(Detector(name, re.compile(pattern)) for name, pattern in custom)
+    chosen.extend(Detector(name, compile_pattern(pattern)) for name, pattern in custom)
     return DetectorSet(tuple(chosen))

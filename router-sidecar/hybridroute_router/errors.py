@@ -4,7 +4,8 @@ Every failure a client can see is one of these classes, so the app has exactly o
 an exception into a response, and callers catch families rather than individual cases::
 
     RouterError                      any error with an HTTP status and an OpenAI error body
-    ├── BadRequest              400  malformed JSON, missing fields, wrong types
+    ├── BadRequest              400  malformed JSON, missing fields, wrong types, an invalid schema
+    │   └── ContextLengthExceeded   400  the request fits no endpoint's context window
     ├── ModelNotFound           404  model alias not served by this policy
     ├── NotFound                404  unknown path
     ├── MethodNotAllowed        405  known path, wrong method
@@ -17,6 +18,9 @@ an exception into a response, and callers catch families rather than individual 
         ├── UpstreamInvalidResponse  502  an upstream answered garbage (non-JSON where JSON was due)
         ├── UpstreamUnavailable      503  connect errors, 5xx, 429 on every attempt
         └── UpstreamTimeout          504  every attempt timed out
+
+Anything else raised while serving is a bug: the app answers it with a 500 in the same shape (code
+`internal_error`) and logs only the exception's type and where it was raised.
 
 Messages are written for the client and never carry API keys, prompt text or upstream bodies.
 """
@@ -53,6 +57,10 @@ class BadRequest(RouterError):
     status = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ContextLengthExceeded(BadRequest):
+    code = "context_length_exceeded"
 
 
 class ModelNotFound(RouterError):

@@ -41,10 +41,12 @@ from typing import Any
 
 import jsonschema
 import orjson
+from referencing.exceptions import Unresolvable
 
-from .breaker import BreakerRegistry, CircuitBreaker
+from . import schemaregex
+from .breaker import BreakerRegistry, CircuitBreaker, Permit
 from .budget import SpendTracker
-from .config import EndpointConfig, RouterConfig
+from .config import EndpointConfig, RouterConfig, SLOConfig
 from .cost import estimate_cost
 from .decisionlog import DecisionLog, DecisionSummary
 from .errors import (
@@ -83,6 +85,8 @@ class RoutedRequest:
     profile: RequestProfile
     decision: Decision
     config: RouterConfig
+    breakers: Mapping[str, CircuitBreaker]
+    """The breakers of `config`, taken with it when the request arrived (`BreakerRegistry.snapshot`)."""
     started: float
     """Executor clock reading when the request arrived (for the overhead header)."""
 
@@ -140,14 +144,18 @@ class _Trail:
 def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
     """True when every choice's message content is JSON conforming to `schema`.
 
-    A schema that is itself invalid cannot be checked and counts as satisfied (the upstream judged it).
+    A schema that is itself invalid cannot be checked and counts as satisfied (the upstream judged it);
+    the app refuses such schemas before routing (`clientchecks`), so this is the last line only. So
+    does a schema whose regexes cannot run on RE2 (`schemaregex`: never Python's backtracking `re`).
     """
-    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_class.check_schema(dict(schema))
     except jsonschema.exceptions.SchemaError:
         return True
-    validator = validator_class(dict(schema))
+    validator = schemaregex.validator_for(schema)
+    if validator is None:
+        return True
     choices = document.get("choices") if isinstance(document, dict) else None
     if not isinstance(choices, list) or not choices:
         return False
@@ -161,7 +169,23 @@ def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
                 return False
         except orjson.JSONDecodeError:
             return False
+        except (Unresolvable, RecursionError):
+            return True
     return True
+
+
+def attempt_timeouts(slo: SLOConfig, stream: bool, latency_budget_ms: int | None) -> Timeouts:
+    """The deadlines of one attempt, matching how servers answer.
+
+    A streaming answer's headers and first chunk come as soon as generation starts, so `ttftMs`
+    bounds them. A non-streaming answer's headers come only when generation has ended (vLLM, Ollama,
+    llama.cpp and the cloud APIs all answer that way), so its first byte is its last: only
+    `requestTimeoutMs` bounds the whole call. A client's latency budget tightens both.
+    """
+    total_s = slo.request_timeout_ms / 1000
+    first_byte_s = slo.ttft_ms / 1000 if stream else total_s
+    timeouts = Timeouts(slo.connect_timeout_ms / 1000, first_byte_s, total_s)
+    return timeouts.tightened(latency_budget_ms / 1000 if latency_budget_ms else None)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -236,10 +260,7 @@ class Executor:
         config = request.config
         fallback = config.fallback
         max_attempts = fallback.max_attempts if fallback.enabled else 1
-        slo = config.slo
-        budget_s = request.profile.latency_budget_ms / 1000 if request.profile.latency_budget_ms else None
-        timeouts = Timeouts(slo.connect_timeout_ms / 1000, slo.ttft_ms / 1000, slo.request_timeout_ms / 1000)
-        timeouts = timeouts.tightened(budget_s)
+        timeouts = attempt_timeouts(config.slo, request.profile.stream, request.profile.latency_budget_ms)
         validate = fallback.validate_structured_output and request.profile.json_schema is not None
         validate = validate and not request.profile.stream
         self.retry_budget.record_request()
@@ -261,17 +282,17 @@ class Executor:
                 index += 1
                 continue
             last_resort = request.decision.private and index == len(candidates) - 1
-            admitted = self._admit(candidate, trail, last_resort)
+            admitted = self._admit(request, candidate, trail, last_resort)
             if admitted is None:
                 index += 1
                 continue
-            breaker, breaker_slot = admitted
+            breaker, permit = admitted
             trail.attempts += 1
             sent_at = self.clock()
-            outcome = await self._attempt(request, endpoint, timeouts, breaker, breaker_slot)
+            outcome = await self._attempt(request, endpoint, timeouts, breaker, permit)
             trail.upstream_wait_s += self.clock() - sent_at
             if isinstance(outcome, _Stream):
-                return self._commit_stream(request, candidate, outcome, trail, sent_at, breaker, breaker_slot)
+                return self._commit_stream(request, candidate, outcome, trail, sent_at, breaker, permit)
             self.limiter.release(endpoint.name)
             if isinstance(outcome, _Answer):
                 check = validate and endpoint.is_local and 200 <= outcome.status < 300
@@ -305,39 +326,34 @@ class Executor:
         raise self._give_up(request, trail)
 
     def _admit(
-        self, candidate: Candidate, trail: _Trail, last_resort: bool = False
-    ) -> tuple[CircuitBreaker, bool] | None:
+        self, request: RoutedRequest, candidate: Candidate, trail: _Trail, last_resort: bool = False
+    ) -> tuple[CircuitBreaker, Permit] | None:
         """Take the endpoint's concurrency slot, breaker permit and (on retries) retry budget.
 
-        `last_resort`: a private request's last candidate. Busy half-open probe slots do not refuse it:
-        it has nowhere else to go and the endpoint is not failing (the "all-open" reasoning).
+        The decision's "all-open" pick goes out without asking the breaker: policy chose it
+        deliberately. `last_resort`: a private request's last candidate; busy half-open probe slots do
+        not refuse it: it has nowhere else to go and the endpoint is not failing (the "all-open"
+        reasoning). Neither holds a probe slot, so neither outcome counts as a probe result.
         """
         endpoint = candidate.endpoint
         if not self.limiter.try_acquire(endpoint.name, endpoint.max_concurrency):
             trail.failures.append(f"{endpoint.name}: at maxConcurrency")
             return None
-        try:
-            breaker = self.breakers.get(endpoint.name)
-        except KeyError:  # a config reload removed the endpoint while this request was being decided
-            self.limiter.release(endpoint.name)
-            trail.failures.append(f"{endpoint.name}: removed by a config reload")
-            return None
-        # The decision's "all-open" pick goes out without a permit: policy chose it deliberately.
-        slot = candidate.reason != "all-open"
-        if slot and not breaker.try_acquire():
-            if last_resort and breaker.state == "half-open":
-                return breaker, False
+        breaker = request.breakers[endpoint.name]
+        permit = breaker.admit() if candidate.reason == "all-open" else breaker.try_acquire()
+        if permit is None and last_resort and breaker.state == "half-open":
+            permit = breaker.admit()
+        if permit is None:
             self.limiter.release(endpoint.name)
             trail.failures.append(f"{endpoint.name}: circuit open")
             return None
         if trail.attempts > 0 and not self.retry_budget.try_spend_retry():
             self.limiter.release(endpoint.name)
-            if slot:
-                breaker.release()
+            breaker.release(permit)
             trail.failures.append("retry budget exhausted")
             trail.out_of_retries = True
             return None
-        return breaker, slot
+        return breaker, permit
 
     @staticmethod
     def _fails_over(failure: _Failure, on_status: Sequence[str]) -> bool:
@@ -352,15 +368,14 @@ class Executor:
         endpoint: EndpointConfig,
         timeouts: Timeouts,
         breaker: CircuitBreaker,
-        breaker_slot: bool,
+        permit: Permit,
     ) -> _Answer | _Stream | _Failure:
         """One upstream attempt, with its breaker verdict and metrics recorded (except for streams)."""
         policy = request.config.policy.name
         try:
             api_key = resolve_api_key(endpoint.api_key, self._environ)
         except MissingApiKey:
-            if breaker_slot:
-                breaker.release()
+            breaker.release(permit)
             return _Failure("unusable", "API key not available")
         stream = request.profile.stream
         upstream_request = UpstreamRequest(
@@ -376,10 +391,10 @@ class Executor:
             self.metrics.observe_ttft(policy, endpoint.name, duration)
             return outcome
         if isinstance(outcome, _Failure):
-            breaker.record_failure(outcome.kind)
+            breaker.record_failure(outcome.kind, permit)
             result = outcome.kind
         else:
-            breaker.record_success(duration)
+            breaker.record_success(duration, permit)
             result = "ok" if outcome.status < 400 else "client_error"
             self.metrics.observe_ttft(policy, endpoint.name, duration)
         if result != "connect":  # refused connections say nothing about latency
@@ -473,11 +488,11 @@ class Executor:
         trail: _Trail,
         sent_at: float,
         breaker: CircuitBreaker,
-        breaker_slot: bool,
+        permit: Permit,
     ) -> Served:
         headers = self._headers(request, candidate, trail, candidate.estimated_cost_usd, committed.content_type)
         relay = SSERelay(keep_usage=client_wants_usage(request.body))
-        stream = self._relay(request, candidate, committed, relay, trail, sent_at, breaker, breaker_slot)
+        stream = self._relay(request, candidate, committed, relay, trail, sent_at, breaker, permit)
         return Served(200, headers, stream=stream)
 
     async def _relay(
@@ -489,7 +504,7 @@ class Executor:
         trail: _Trail,
         sent_at: float,
         breaker: CircuitBreaker,
-        breaker_slot: bool,
+        permit: Permit,
     ) -> AsyncGenerator[bytes, None]:
         """Forward the committed stream; failures from here on go in-band.
 
@@ -507,15 +522,15 @@ class Executor:
             duration = self.clock() - sent_at
             policy = request.config.policy.name
             if outcome == "success":
-                breaker.record_success(duration)
+                breaker.record_success(duration, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, "ok", duration)
                 self._meter(request, candidate, relay.usage)
             elif kind is not None:
-                breaker.record_failure(kind)
+                breaker.record_failure(kind, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, kind, duration)
                 trail.failures.append(f"{endpoint.name}: {kind} after the stream started")
-            elif breaker_slot:
-                breaker.release()  # the client left: no verdict on the endpoint
+            else:
+                breaker.release(permit)  # the client left: no verdict on the endpoint
             self._finish(request, endpoint.name, outcome, 200, trail)
 
         held = b""

@@ -13,11 +13,16 @@ ConfigMaps, which inotify-based watchers can miss.
 ConfigMap source: the `kubernetes` client's list+watch in a daemon thread (imported lazily so a
 standalone router never pays its import time or memory); documents are posted back to the event
 loop. A watch that ends or fails is re-listed after a short backoff.
+
+No source dies from one bad input: every document problem is a `ConfigError` (a refusal), and each
+source's loop survives anything else an iteration raises. Should a source stop anyway (its thread
+died), its `run` ends with the error, and the app reports itself not ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -86,7 +91,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     try:
         document = orjson.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
-    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+    except Exception as exc:  # YAMLError, JSONDecodeError, RecursionError on deep nesting: all refusals
         raise ConfigError(f"{path} does not parse: {type(exc).__name__}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path} must hold a mapping")
@@ -130,7 +135,12 @@ class FileSource:
 
     async def run(self) -> None:
         while True:
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # a listener's bug must not end hot reload for good
+                log.error(
+                    "config file check failed", extra={"source": f"file:{self.path}", "error": type(exc).__name__}
+                )
             await asyncio.sleep(self.interval_s)
 
 
@@ -149,18 +159,32 @@ class ConfigMapSource:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None] | None = None) -> None:
+        """Start the watch thread; `ended` (a future of `loop`) settles when the thread stops, with its error."""
         self._loop = loop
-        threading.Thread(target=self._watch_forever, name="configmap-watch", daemon=True).start()
+
+        def watch() -> None:
+            error: BaseException | None = None
+            try:
+                self._watch_forever()
+            except BaseException as exc:  # handed to `run`, which raises it on the loop
+                error = exc
+            finally:
+                if ended is not None and not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                        loop.call_soon_threadsafe(_settle, ended, error)
+
+        threading.Thread(target=watch, name="configmap-watch", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        """Watch until cancelled (the app's lifespan runs every source as a task)."""
-        self.start(asyncio.get_running_loop())
+        """Watch until cancelled (the app's lifespan runs every source as a task); raise if the thread dies."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.start(asyncio.get_running_loop(), ended)
         try:
-            await asyncio.Event().wait()
+            await ended
         finally:
             self.stop()
 
@@ -181,16 +205,12 @@ class ConfigMapSource:
 
         kube_config: Any = importlib.import_module("kubernetes.config")
         kube_watch: Any = importlib.import_module("kubernetes.watch")
-        # A client of its own: loading into the global default would change every other client in the process.
-        configuration = client.Configuration()
-        try:
-            kube_config.load_incluster_config(client_configuration=configuration)
-        except kube_config.ConfigException:
-            kube_config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
-        api = client.CoreV1Api(client.ApiClient(configuration))
         selector = f"metadata.name={self.name}"
+        api: Any = None
         while not self._stop.is_set():
             try:
+                if api is None:
+                    api = self._api(client, kube_config)
                 listing = api.list_namespaced_config_map(self.namespace, field_selector=selector)
                 for item in listing.items:
                     self._deliver(item)
@@ -211,6 +231,24 @@ class ConfigMapSource:
             except ApiException as exc:
                 log.warning("configmap watch failed", extra={"source": self.source, "status": exc.status})
                 self._stop.wait(self.retry_s)
-            except Exception as exc:  # network trouble: the thread must survive and re-list
+            except Exception as exc:  # network trouble, an unreadable kubeconfig: the thread survives, retries
                 log.warning("configmap watch failed", extra={"source": self.source, "error": type(exc).__name__})
                 self._stop.wait(self.retry_s)
+
+    def _api(self, client: Any, kube_config: Any) -> Any:
+        # A client of its own: loading into the global default would change every other client in the process.
+        configuration = client.Configuration()
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except kube_config.ConfigException:
+            kube_config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
+        return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -97,12 +97,17 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         spec = RoutingPolicySpec.model_validate(plain_copy(body.get("spec") or {}))
     except ValidationError as exc:
         failure = (Reason.INVALID_SPEC, f"spec rejected: {exc.errors()[0]['msg']}")
+    except Exception as exc:  # whatever a spec makes validation raise, it is reported, never a crash
+        failure = (Reason.INVALID_SPEC, f"spec rejected: validation failed ({type(exc).__name__})")
     else:
         policy = PolicyInput(name=name, namespace=namespace, generation=generation, spec=spec)
         try:
             compiled = compile_policy(policy, endpoints)
         except CompileError as exc:
             failure = (exc.reason, exc.message)
+            refs = resolve_refs(policy, endpoints)
+        except Exception as exc:  # a compiler bug on one policy must still leave a status, not a crash loop
+            failure = (Reason.COMPILE_FAILED, f"compile failed ({type(exc).__name__})")
             refs = resolve_refs(policy, endpoints)
         else:
             refs = compiled.refs
