@@ -35,7 +35,7 @@ test: install demo-view deps toolchain images
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not cluster and not prometheus" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster and not prometheus and not images" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

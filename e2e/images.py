@@ -35,15 +35,17 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 if not __package__:
     # Run as `python e2e/images.py`: make the repository root importable so `e2e.*` resolves.
@@ -180,7 +182,8 @@ def _repository_context(containerfile: Path) -> dict[str, Path]:
     return files
 
 
-def _context_files(spec: ImageSpec) -> dict[str, Path]:
+def context_files(spec: ImageSpec) -> dict[str, Path]:
+    """What the build of `spec` reads, by name in its build context; the tag hashes all of it."""
     if spec.context is None:
         return _repository_context(spec.containerfile)
     return {"Containerfile": spec.containerfile, **spec.context}
@@ -192,7 +195,7 @@ def base_tag() -> str:
 
 def image_tag(spec: ImageSpec, base: str) -> str:
     """The content hash of everything `spec` is built from; `base` is the base image's reference."""
-    parts = [(f"file:{name}", path.read_bytes()) for name, path in sorted(_context_files(spec).items())]
+    parts = [(f"file:{name}", path.read_bytes()) for name, path in sorted(context_files(spec).items())]
     arguments = {"target": spec.target, "base": base, **spec.build_args}
     if spec.llama_wheel:
         # The wheel's name (version, Python and platform tags), not its bytes: a rebuild is not byte-identical.
@@ -259,9 +262,9 @@ def _export(buildah: Buildah, image: Image) -> None:
     partial.rename(image.archive)
     # Older builds of the same image: their archives and tags are stale now.
     for stale in image.archive.parent.glob(f"{image.name}-*.tar"):
-        if stale != image.archive:
-            buildah.remove(_ref(image.name, stale.stem.removeprefix(f"{image.name}-")))
-            stale.unlink()
+        tag = stale.stem.removeprefix(f"{image.name}-")
+        if stale != image.archive and re.fullmatch(f"[0-9a-f]{{{TAG_LENGTH}}}", tag):
+            remove(Image(image.name, _ref(image.name, tag), stale))
 
 
 def _ensure_stored(buildah: Buildah, image: Image) -> None:
@@ -357,7 +360,7 @@ def _context(spec: ImageSpec) -> Iterator[tuple[Path, Path]]:
         return
     with tempfile.TemporaryDirectory(prefix=f"context-{spec.name}-", dir=images_dir()) as folder:
         context = Path(folder)
-        for name, source in _context_files(spec).items():
+        for name, source in context_files(spec).items():
             shutil.copyfile(source, context / name)
         if spec.llama_wheel:
             (context / "wheels").mkdir()
@@ -397,11 +400,12 @@ def _locked() -> Iterator[None]:
         yield
 
 
-def build(names: Sequence[str] = NAMES) -> list[Image]:
-    """Build (or find cached) the named images and the base they need; base first when asked for."""
-    unknown = sorted(set(names) - set(NAMES))
+def build(names: Sequence[str] = NAMES, specs: Mapping[str, ImageSpec] = SPECS) -> list[Image]:
+    """Build (or find cached) the named images and the base they need: base first when named, then in
+    the order of `specs`. `specs` defaults to the project's images; tests pass variants."""
+    unknown = sorted(set(names) - {"base", *specs})
     if unknown:
-        raise ImageError(f"unknown image {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise ImageError(f"unknown image {', '.join(unknown)}; known: base, {', '.join(specs)}")
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
         raise ImageError(f"{' and '.join(missing)} not found: run `make deps` (e2e/install-system-deps.sh)")
@@ -412,8 +416,9 @@ def build(names: Sequence[str] = NAMES) -> list[Image]:
         if not base.archive.is_file():
             _timed(base, functools.partial(_build_base, buildah, base.ref), buildah)
         built = [base] if "base" in names else []
-        for name in [name for name in SPECS if name in names]:
-            spec = SPECS[name]
+        for name, spec in specs.items():
+            if name not in names:
+                continue
             tag = image_tag(spec, base.ref)
             image = Image(name, _ref(name, tag), _archive(name, tag))
             if not image.archive.is_file():
@@ -421,6 +426,38 @@ def build(names: Sequence[str] = NAMES) -> list[Image]:
                 _timed(image, functools.partial(_build_from_containerfile, buildah, spec, image.ref, base.ref), buildah)
             built.append(image)
     return built
+
+
+def remove(image: Image) -> None:
+    """Drop an image from the cache and from buildah's storage."""
+    Buildah(images_dir() / "buildah").remove(image.ref)
+    image.archive.unlink(missing_ok=True)
+
+
+def archive_config(archive: Path) -> dict[str, Any]:
+    """The image configuration (User, Entrypoint, Cmd, Env, ...) stored in a docker-archive."""
+    with tarfile.open(archive) as tar:
+        manifest = _tar_json(tar, "manifest.json")
+        config: dict[str, Any] = _tar_json(tar, manifest[0]["Config"])["config"]
+    return config
+
+
+def archive_files(archive: Path) -> set[str]:
+    """Every path (no leading slash) that the image's layers add, for checks on what an image holds."""
+    paths: set[str] = set()
+    with tarfile.open(archive) as tar:
+        for layer in _tar_json(tar, "manifest.json")[0]["Layers"]:
+            extracted = tar.extractfile(layer)
+            assert extracted is not None, layer
+            with tarfile.open(fileobj=extracted, mode="r|") as layer_tar:
+                paths.update(member.name.removeprefix("./") for member in layer_tar)
+    return paths
+
+
+def _tar_json(tar: tarfile.TarFile, name: str) -> Any:
+    member = tar.extractfile(name)
+    assert member is not None, name
+    return json.load(member)
 
 
 def _timed(image: Image, step: Callable[[], None], buildah: Buildah) -> None:
