@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -156,13 +157,6 @@ def _digest(parts: Sequence[tuple[str, bytes]]) -> str:
     return hasher.hexdigest()[:TAG_LENGTH]
 
 
-def _dockerignore_excludes(context: Path) -> list[str]:
-    """The `**/NAME` patterns of a .dockerignore: what is left out below the allowed folders."""
-    ignore = context / ".dockerignore"
-    lines = ignore.read_text().splitlines() if ignore.is_file() else []
-    return [line[3:] for line in lines if line.startswith("**/")]
-
-
 def _repository_context(containerfile: Path) -> dict[str, Path]:
     """The files `docker build .` sends from the repository: what .dockerignore lets in.
 
@@ -170,8 +164,9 @@ def _repository_context(containerfile: Path) -> dict[str, Path]:
     drops caches below them (`**/NAME`); that subset of the syntax is all this reads.
     """
     ignore = REPO_ROOT / ".dockerignore"
-    allowed = [line[1:].rstrip("/") for line in ignore.read_text().splitlines() if line.startswith("!")]
-    excludes = _dockerignore_excludes(REPO_ROOT)
+    lines = ignore.read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    excludes = [line[3:] for line in lines if line.startswith("**/")]
     files = {containerfile.name: containerfile, ".dockerignore": ignore}
     for entry in allowed:
         root = REPO_ROOT / entry
@@ -198,8 +193,11 @@ def image_tag(spec: ImageSpec, base: str) -> str:
     parts = [(f"file:{name}", path.read_bytes()) for name, path in sorted(context_files(spec).items())]
     arguments = {"target": spec.target, "base": base, **spec.build_args}
     if spec.llama_wheel:
-        # The wheel's name (version, Python and platform tags), not its bytes: a rebuild is not byte-identical.
-        arguments["wheel"] = llama_wheel().name
+        # How the wheel is made, not its bytes (a rebuild is not byte-identical), so a cache probe
+        # never needs the wheel itself.
+        arguments["wheel"] = (
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} {sys.implementation.cache_tag} {platform.machine()}"
+        )
     parts.append(("arguments", json.dumps(arguments, sort_keys=True).encode()))
     return _digest(parts)
 
