@@ -243,6 +243,11 @@ class Buildah:
         subprocess.run(self.command("rmi", ref), capture_output=True)
 
 
+def storage() -> Buildah:
+    """buildah on the images' own storage under the cache."""
+    return Buildah(images_dir() / "buildah")
+
+
 def _ref(name: str, tag: str) -> str:
     return f"{REPOSITORY_PREFIX}{name}:{tag}"
 
@@ -251,18 +256,26 @@ def _archive(name: str, tag: str) -> Path:
     return images_dir() / "archives" / f"{name}-{tag}.tar"
 
 
-def _export(buildah: Buildah, image: Image) -> None:
-    """Write the docker-archive atomically (a half-written file must never look like a cache hit)."""
+def _export(buildah: Buildah, image: Image) -> bool:
+    """Write the docker-archive atomically (a half-written file must never look like a cache hit).
+
+    Archives and tags of older builds of the image are removed; True if there were any.
+    """
     image.archive.parent.mkdir(parents=True, exist_ok=True)
     partial = image.archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     buildah.output("push", "--quiet", image.ref, f"docker-archive:{partial}:{image.ref}")
     partial.rename(image.archive)
-    # Older builds of the same image: their archives and tags are stale now.
-    for stale in image.archive.parent.glob(f"{image.name}-*.tar"):
-        tag = stale.stem.removeprefix(f"{image.name}-")
-        if stale != image.archive and re.fullmatch(f"[0-9a-f]{{{TAG_LENGTH}}}", tag):
-            remove(Image(image.name, _ref(image.name, tag), stale))
+    pattern = re.compile(rf"{re.escape(image.name)}-([0-9a-f]{{{TAG_LENGTH}}})\.tar")
+    matches = [(path, pattern.fullmatch(path.name)) for path in image.archive.parent.iterdir()]
+    stale = [
+        Image(image.name, _ref(image.name, match[1]), path)
+        for path, match in matches
+        if match and path != image.archive
+    ]
+    for old in stale:
+        remove(old)
+    return bool(stale)
 
 
 def _ensure_stored(buildah: Buildah, image: Image) -> None:
@@ -407,12 +420,13 @@ def build(names: Sequence[str] = NAMES, specs: Mapping[str, ImageSpec] = SPECS) 
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
         raise ImageError(f"{' and '.join(missing)} not found: run `make deps` (e2e/install-system-deps.sh)")
-    buildah = Buildah(images_dir() / "buildah")
+    buildah = storage()
     with _locked():
         tag = base_tag()
         base = Image("base", _ref("base", tag), _archive("base", tag))
+        replaced = False
         if not base.archive.is_file():
-            _timed(base, functools.partial(_build_base, buildah, base.ref), buildah)
+            replaced |= _timed(base, functools.partial(_build_base, buildah, base.ref), buildah)
         built = [base] if "base" in names else []
         for name, spec in specs.items():
             if name not in names:
@@ -421,14 +435,19 @@ def build(names: Sequence[str] = NAMES, specs: Mapping[str, ImageSpec] = SPECS) 
             image = Image(name, _ref(name, tag), _archive(name, tag))
             if not image.archive.is_file():
                 _ensure_stored(buildah, base)
-                _timed(image, functools.partial(_build_from_containerfile, buildah, spec, image.ref, base.ref), buildah)
+                step = functools.partial(_build_from_containerfile, buildah, spec, image.ref, base.ref)
+                replaced |= _timed(image, step, buildah)
             built.append(image)
+        if replaced:
+            # The build stages of replaced images (untagged, kept by --layers) would pile up with
+            # every source change; the layers of tagged images stay.
+            subprocess.run(buildah.command("rmi", "--prune"), capture_output=True)
     return built
 
 
 def remove(image: Image) -> None:
     """Drop an image from the cache and from buildah's storage."""
-    Buildah(images_dir() / "buildah").remove(image.ref)
+    storage().remove(image.ref)
     image.archive.unlink(missing_ok=True)
 
 
@@ -458,13 +477,14 @@ def _tar_json(tar: tarfile.TarFile, name: str) -> Any:
     return json.load(member)
 
 
-def _timed(image: Image, step: Callable[[], None], buildah: Buildah) -> None:
+def _timed(image: Image, step: Callable[[], None], buildah: Buildah) -> bool:
     started = time.monotonic()
     _log(f"building {image.ref} (log: {buildah.logs / image.name}.log)")
     (buildah.logs / f"{image.name}.log").unlink(missing_ok=True)
     step()
-    _export(buildah, image)
+    replaced = _export(buildah, image)
     _log(f"built {image.name} in {time.monotonic() - started:.0f} s: {image.archive}")
+    return replaced
 
 
 def main(argv: Sequence[str] | None = None) -> int:

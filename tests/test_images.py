@@ -219,26 +219,33 @@ def test_every_image_is_tagged_by_its_hash_and_a_second_build_is_a_cache_hit(bui
 @pytest.mark.images
 @pytest.mark.timeout(1200)
 def test_a_source_change_is_a_new_tag_and_a_rebuild(built: dict[str, images.Image], tmp_path: Path) -> None:
-    """The simulator with one more line: a cache miss, a new archive; then a hit for the same source."""
+    """The simulator with one more line: a cache miss and a new archive, then a hit for the same source;
+    one more change replaces that build (its archive and tag are gone) rather than piling up."""
     source = tmp_path / "upstream_sim.py"
-    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed\n")
     variant = {"simulator-changed": dataclasses.replace(images.SPECS["simulator"], context={"upstream_sim.py": source})}
-    [image] = images.build(["simulator-changed"], specs=variant)
+    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed\n")
+    [first] = images.build(["simulator-changed"], specs=variant)
+    stamp = first.archive.stat().st_mtime_ns
+    [again] = images.build(["simulator-changed"], specs=variant)
+    again_stamp = again.archive.stat().st_mtime_ns
+    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed twice\n")
+    [second] = images.build(["simulator-changed"], specs=variant)
     try:
-        stamp = image.archive.stat().st_mtime_ns
-        [again] = images.build(["simulator-changed"], specs=variant)
-
-        assert image.ref.rpartition(":")[2] != built["simulator"].ref.rpartition(":")[2]
-        assert image.archive.is_file()
+        assert first.ref.rpartition(":")[2] != built["simulator"].ref.rpartition(":")[2]
+        assert again == first
+        assert again_stamp == stamp
+        assert second.ref != first.ref
+        assert second.archive.is_file()
+        assert not first.archive.exists()
+        assert not images.storage().has(first.ref)
         assert built["simulator"].archive.is_file()
-        assert again == image
-        assert again.archive.stat().st_mtime_ns == stamp
         assert (
-            images.archive_config(image.archive)["Entrypoint"]
+            images.archive_config(second.archive)["Entrypoint"]
             == images.archive_config(built["simulator"].archive)["Entrypoint"]
         )
     finally:
-        images.remove(image)
+        images.remove(first)
+        images.remove(second)
 
 
 @pytest.mark.images
