@@ -314,6 +314,7 @@ def test_the_router_image_serves_the_standalone_example_from_the_simulator_image
             env=["CLOUD_API_KEY=sk-image-test"],
         )
         models = http_json(f"http://127.0.0.1:{local}/v1/models", imported, "local-sim")
+        alive = http_json(f"http://127.0.0.1:{router}/healthz", imported, "router")
         ready = http_json(f"http://127.0.0.1:{router}/readyz", imported, "router")
         answer = http_json(
             f"http://127.0.0.1:{router}/v1/chat/completions",
@@ -323,7 +324,9 @@ def test_the_router_image_serves_the_standalone_example_from_the_simulator_image
         )
 
         assert [model["id"] for model in models["data"]] == ["local-sim"]
-        assert ready
+        assert alive == {"status": "ok"}
+        assert ready["status"] == "ready"
+        assert ready["configHash"]
         assert answer["choices"][0]["message"]["content"] == "Hello from the upstream simulator."
         assert answer["model"] == "local-sim"
     finally:
