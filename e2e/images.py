@@ -16,7 +16,8 @@ copies, its base's tag, build arguments), never `latest`: a source change yields
 rebuild, an unchanged tree is a cache hit that costs a few hashes, and a kubelet's IfNotPresent pull
 policy does the right thing. Cache layout under $HYBRIDROUTE_CACHE (default ~/.cache/hybridroute):
 
-    images/archives/NAME-TAG.tar   docker-archive of localhost/hybridroute-NAME:TAG (the cache)
+    images/archives/NAME-TAG.tar   docker-archive of localhost/hybridroute-NAME:TAG (the cache; the
+                                   KEPT_BUILDS most recently used builds of each image stay)
     images/buildah/                buildah's storage (root, runroot); rebuilt from archives if lost
     images/debs/                   debootstrap's package cache
     images/wheels/                 llama-cpp-python wheels, one folder per version
@@ -58,6 +59,9 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 CONTAINERFILES: Final = REPO_ROOT / "e2e" / "containerfiles"
 REPOSITORY_PREFIX: Final = "localhost/hybridroute-"
 TAG_LENGTH: Final = 16
+# Builds kept per image: the current one and the most recently used others (worktrees on other
+# branches share the cache and would otherwise evict each other's images on every build).
+KEPT_BUILDS: Final = 3
 # Where the build machine's CA bundle is mounted during RUN steps (see _build_trust_volumes).
 _BUILD_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -259,7 +263,8 @@ def _archive(name: str, tag: str) -> Path:
 def _export(buildah: Buildah, image: Image) -> bool:
     """Write the docker-archive atomically (a half-written file must never look like a cache hit).
 
-    Archives and tags of older builds of the image are removed; True if there were any.
+    Of the image's other builds, the KEPT_BUILDS - 1 used most recently stay (another worktree may be
+    using one); older ones lose their archive and tag. True if any did.
     """
     image.archive.parent.mkdir(parents=True, exist_ok=True)
     partial = image.archive.with_suffix(".partial")
@@ -268,11 +273,9 @@ def _export(buildah: Buildah, image: Image) -> bool:
     partial.rename(image.archive)
     pattern = re.compile(rf"{re.escape(image.name)}-([0-9a-f]{{{TAG_LENGTH}}})\.tar")
     matches = [(path, pattern.fullmatch(path.name)) for path in image.archive.parent.iterdir()]
-    stale = [
-        Image(image.name, _ref(image.name, match[1]), path)
-        for path, match in matches
-        if match and path != image.archive
-    ]
+    others = [Image(image.name, _ref(image.name, match[1]), path) for path, match in matches if match]
+    others.sort(key=lambda other: other.archive.stat().st_mtime, reverse=True)
+    stale = [other for other in others if other != image][KEPT_BUILDS - 1 :]
     for old in stale:
         remove(old)
     return bool(stale)
@@ -339,6 +342,7 @@ def _build_from_containerfile(buildah: Buildah, spec: ImageSpec, ref: str, base:
                 "--network=host",  # pip reaches PyPI; chroot isolation has no network of its own
                 "--pull=never",  # the base exists only in this storage; there is no registry to ask
                 "--layers",  # operator and router share their build stage: the venv is built once
+                "--force-rm",  # a failed build leaves no working container behind
                 f"--file={containerfile}",
                 f"--tag={ref}",
                 *_build_trust_volumes(),
@@ -425,7 +429,9 @@ def build(names: Sequence[str] = NAMES, specs: Mapping[str, ImageSpec] = SPECS) 
         tag = base_tag()
         base = Image("base", _ref("base", tag), _archive("base", tag))
         replaced = False
-        if not base.archive.is_file():
+        if base.archive.is_file():
+            os.utime(base.archive)
+        else:
             replaced |= _timed(base, functools.partial(_build_base, buildah, base.ref), buildah)
         built = [base] if "base" in names else []
         for name, spec in specs.items():
@@ -433,7 +439,9 @@ def build(names: Sequence[str] = NAMES, specs: Mapping[str, ImageSpec] = SPECS) 
                 continue
             tag = image_tag(spec, base.ref)
             image = Image(name, _ref(name, tag), _archive(name, tag))
-            if not image.archive.is_file():
+            if image.archive.is_file():
+                os.utime(image.archive)  # recently used: kept when other builds of it come and go
+            else:
                 _ensure_stored(buildah, base)
                 step = functools.partial(_build_from_containerfile, buildah, spec, image.ref, base.ref)
                 replaced |= _timed(image, step, buildah)

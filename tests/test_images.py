@@ -202,7 +202,8 @@ def test_the_dockerfile_images_hash_what_dockerignore_lets_into_the_context() ->
 @pytest.mark.images
 @pytest.mark.timeout(3600)  # a cold cache compiles llama.cpp (the fixture's build runs in this test's time)
 def test_every_image_is_tagged_by_its_hash_and_a_second_build_is_a_cache_hit(built: dict[str, images.Image]) -> None:
-    stamps = {name: image.archive.stat().st_mtime_ns for name, image in built.items()}
+    # A rebuild writes a new file (renamed into place); a cache hit only marks the archive as used.
+    inodes = {name: image.archive.stat().st_ino for name, image in built.items()}
 
     again = {image.name: image for image in images.build()}
 
@@ -213,39 +214,41 @@ def test_every_image_is_tagged_by_its_hash_and_a_second_build_is_a_cache_hit(bui
         assert repository == f"localhost/hybridroute-{name}"
         assert re.fullmatch(r"[0-9a-f]{16}", tag), image.ref
         assert image.archive.name == f"{name}-{tag}.tar"
-        assert image.archive.stat().st_mtime_ns == stamps[name], f"{name} was rebuilt without a change"
+        assert image.archive.stat().st_ino == inodes[name], f"{name} was rebuilt without a change"
 
 
 @pytest.mark.images
 @pytest.mark.timeout(1200)
 def test_a_source_change_is_a_new_tag_and_a_rebuild(built: dict[str, images.Image], tmp_path: Path) -> None:
-    """The simulator with one more line: a cache miss and a new archive, then a hit for the same source;
-    one more change replaces that build (its archive and tag are gone) rather than piling up."""
+    """The simulator with one more line: a cache miss and a new archive, then a hit for the same source.
+    More changes keep the most recent builds only (other worktrees may use them), so nothing piles up."""
     source = tmp_path / "upstream_sim.py"
     variant = {"simulator-changed": dataclasses.replace(images.SPECS["simulator"], context={"upstream_sim.py": source})}
-    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed\n")
-    [first] = images.build(["simulator-changed"], specs=variant)
-    stamp = first.archive.stat().st_mtime_ns
-    [again] = images.build(["simulator-changed"], specs=variant)
-    again_stamp = again.archive.stat().st_mtime_ns
-    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed twice\n")
-    [second] = images.build(["simulator-changed"], specs=variant)
+    builds: list[images.Image] = []
     try:
-        assert first.ref.rpartition(":")[2] != built["simulator"].ref.rpartition(":")[2]
-        assert again == first
-        assert again_stamp == stamp
-        assert second.ref != first.ref
-        assert second.archive.is_file()
-        assert not first.archive.exists()
-        assert not images.storage().has(first.ref)
+        for change in range(images.KEPT_BUILDS + 1):
+            source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + f"# change {change}\n")
+            [image] = images.build(["simulator-changed"], specs=variant)
+            builds.append(image)
+            if change == 0:
+                inode = image.archive.stat().st_ino
+                [again] = images.build(["simulator-changed"], specs=variant)
+                assert again == image
+                assert again.archive.stat().st_ino == inode
+
+        assert builds[0].ref.rpartition(":")[2] != built["simulator"].ref.rpartition(":")[2]
+        assert len({image.ref for image in builds}) == len(builds)
+        assert not builds[0].archive.exists()
+        assert not images.storage().has(builds[0].ref)
+        assert all(image.archive.is_file() for image in builds[1:])
         assert built["simulator"].archive.is_file()
         assert (
-            images.archive_config(second.archive)["Entrypoint"]
+            images.archive_config(builds[-1].archive)["Entrypoint"]
             == images.archive_config(built["simulator"].archive)["Entrypoint"]
         )
     finally:
-        images.remove(first)
-        images.remove(second)
+        for image in builds:
+            images.remove(image)
 
 
 @pytest.mark.images
