@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use when they are missing: prometheus (a real one, started
-# by the tests). Go must already be present (it builds kube-apiserver, etcd and helm); say how to get it.
+# by the tests); debootstrap and buildah (e2e/images.py builds the images without a Docker engine);
+# containerd and runc (tests/test_images.py imports and runs those images). Go must already be
+# present (it builds kube-apiserver, etcd and helm); say how to get it.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
     echo "error: need ${missing[*]} (Debian packages) and cannot install them without root" >&2
