@@ -311,9 +311,17 @@ class ApiKeyRef(Model):
 
 
 def secret_env_name(ref: SecretKeyRef) -> str:
-    """Environment variable the sidecar injector uses for a secret reference."""
-    raw = f"HYBRIDROUTE_SECRET_{ref.name}_{ref.key}"
-    return re.sub(r"[^A-Za-z0-9_]", "_", raw).upper()
+    """Environment variable the sidecar injector uses for a secret reference; one per reference.
+
+    `HYBRIDROUTE_SECRET_<NAME>_<KEY>_<HASH>`: the readable part alone would fold distinct references
+    together (`llm-keys/openai` and `llm.keys/openai`; `providers/OPENAI_KEY` and
+    `providers/openai-key`), and one provider's key could be sent to another. The hash is of the exact
+    `name/key` (`/` cannot occur in either), so distinct references get distinct names; the operator
+    also refuses to compile a policy where two references would share one (compile.py).
+    """
+    readable = re.sub(r"[^A-Za-z0-9]", "_", f"{ref.name}_{ref.key}").upper()
+    digest = hashlib.sha256(f"{ref.name}/{ref.key}".encode()).hexdigest()[:12].upper()
+    return f"HYBRIDROUTE_SECRET_{readable}_{digest}"
 
 
 class EndpointConfig(Model):
