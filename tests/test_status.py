@@ -122,8 +122,11 @@ def test_scaled_to_zero() -> None:
 
 
 def test_cloud_and_external_health() -> None:
-    assert conditions_of(cloud_health("openai", secret_exists=False))["Ready"] == (False, "SecretMissing")
-    assert conditions_of(cloud_health("openai", secret_exists=True))["Ready"] == (True, "SecretFound")
+    assert conditions_of(cloud_health("openai", "k", secret_exists=False))["Ready"] == (False, "SecretMissing")
+    assert conditions_of(cloud_health("openai", "k", secret_exists=True))["Ready"] == (True, "SecretFound")
+    unchecked = conditions_of(cloud_health("openai", "k", secret_exists=None))
+    assert unchecked["Ready"] == (True, "SecretNotChecked")
+    assert unchecked["Degraded"] == (False, "SecretNotChecked")
     down = external_server_health("http://ws:11434/v1", "no answer within 3s")
     assert conditions_of(down)["Ready"] == (False, "EndpointUnreachable")
     assert "no answer" in down.ready.message
@@ -140,7 +143,7 @@ def test_endpoint_status_fields() -> None:
     assert status["model"] == "m"
     assert status["lastTransitionReason"] == "DeploymentReady"
     assert "readyReplicas" not in endpoint_status(
-        cloud_health("s", True), url="u", model="m", generation=1, previous={}, now=T0
+        cloud_health("s", "k", True), url="u", model="m", generation=1, previous={}, now=T0
     )
 
 

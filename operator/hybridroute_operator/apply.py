@@ -11,17 +11,19 @@ operator did not create is ever garbage-collected with our resources. Applies do
 someone else manages is a 409 the caller reports. The one exception is a policy's own ConfigMap,
 whose content must reach the routers (see `apply_config_map`).
 
-Secrets: only their existence is checked, by asking for `PartialObjectMetadata`, so the key material
-never leaves the API server.
+Secrets: only their existence is checked, and only their names are watched, by asking for
+`PartialObjectMetadata`, so the key material never leaves the API server. Where the operator has no
+grant on Secrets (the chart grants it namespace by namespace), a 403 means "not checked".
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import kubernetes
+from kubernetes.watch.watch import iter_resp_lines
 
 from hybridroute_operator import ownership
 
@@ -29,6 +31,7 @@ FIELD_MANAGER: Final = "hybridroute-operator"
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 REQUEST_TIMEOUT_SECONDS: Final = 30
 
 
@@ -121,14 +124,61 @@ class Cluster:
     def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(self._core.read_namespaced_config_map, namespace, name)
 
-    # ---- secrets: existence only ----------------------------------------------------------------
+    # ---- secrets: metadata only, where granted --------------------------------------------------
 
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        """True when the Secret exists. Asks for metadata only, so no key material is transferred."""
-        found = self._read_or_none(
-            self._core.read_namespaced_secret, namespace, name, _headers={"Accept": METADATA_ONLY}
-        )
+    def secret_exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the Secret exists; None when the operator may not read Secrets there (403).
+
+        Asks for metadata only, so no key material is transferred. (Whatever the client asks for,
+        an RBAC grant on Secrets would let it read their data: the chart grants it per namespace.)
+        """
+        try:
+            found = self._read_or_none(
+                self._core.read_namespaced_secret, namespace, name, _headers={"Accept": METADATA_ONLY}
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 403:
+                return None
+            raise
         return found is not None
+
+    def secret_names(self, namespace: str, *, watch_seconds: int) -> Iterator[str]:
+        """Names of the namespace's Secrets: every one listed, then each one added, changed or deleted.
+
+        Metadata only (a list, then a watch from its resourceVersion), for about `watch_seconds`;
+        it returns when the watch ends or expires (410 Gone), and the caller starts it again.
+        Raises ApiException (403 where the operator may not list Secrets).
+        """
+        listed = _json(
+            self._core.list_namespaced_secret(
+                namespace,
+                _headers={"Accept": METADATA_LIST},
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
+        for item in listed.get("items") or []:
+            yield str(item["metadata"]["name"])
+        version = listed["metadata"]["resourceVersion"]
+        response: Any = self._core.list_namespaced_secret(
+            namespace,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=watch_seconds,
+            _headers={"Accept": METADATA_ONLY},
+            _preload_content=False,
+            _request_timeout=(REQUEST_TIMEOUT_SECONDS, watch_seconds + REQUEST_TIMEOUT_SECONDS),
+        )
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # 410 Gone: the caller lists again
+                    return
+                if event.get("type") != "BOOKMARK":
+                    yield str(event["object"]["metadata"]["name"])
+        finally:
+            response.release_conn()
 
     # ---- custom resources: status only ----------------------------------------------------------
 

@@ -18,15 +18,18 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from hybridroute_operator import webhook
 from hybridroute_operator.apply import Cluster
 from hybridroute_operator.fleet import EndpointKey, FleetObservation
-from hybridroute_operator.handlers import Doorbells
+from hybridroute_operator.handlers import Doorbells, SecretUsers
 from hybridroute_operator.probes import AllowList
+
+if TYPE_CHECKING:
+    from hybridroute_operator.handlers.secrets import SecretWatches
 
 ANNOTATION_PREFIX = "hybridroute.io"
 
@@ -36,7 +39,7 @@ class Tuning:
     """Operator knobs (not kopf's), read from the environment so a Deployment or a test can set them."""
 
     resync_seconds: float = 30.0
-    """Level-based re-check of every object even without events: external probes, Secret existence."""
+    """Level-based re-check of every object even without events (external probes; Secrets have a watch)."""
     probe_timeout_seconds: float = 3.0
     """Bound on one health probe of an external server."""
     error_backoff_seconds: float = 2.0
@@ -72,6 +75,9 @@ class OperatorState:
     fleet: dict[EndpointKey, FleetObservation] = field(default_factory=dict)
     """Latest meaningful p95/circuit per endpoint from Prometheus (see handlers/fleet.py)."""
     fleet_task: asyncio.Task[None] | None = None
+    secret_users: SecretUsers = field(default_factory=SecretUsers)
+    """Which endpoint references which API-key Secret (handlers/secrets.py wakes them)."""
+    secret_watches: SecretWatches | None = None
 
 
 def state_of(memo: Any) -> OperatorState:

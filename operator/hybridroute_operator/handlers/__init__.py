@@ -79,6 +79,22 @@ def release_daemons_from_finalizer(registry: kopf.OperatorRegistry | None = None
     spawning._handlers = [dataclasses.replace(handler, requires_finalizer=False) for handler in spawning._handlers]
 
 
+class SecretUsers:
+    """Which endpoint references which Secret, so an event wakes exactly those endpoints."""
+
+    def __init__(self) -> None:
+        self._secret_of: dict[ObjectKey, str] = {}
+
+    def uses(self, endpoint: ObjectKey, secret: str) -> None:
+        self._secret_of[endpoint] = secret
+
+    def forget(self, endpoint: ObjectKey) -> None:
+        self._secret_of.pop(endpoint, None)
+
+    def of(self, namespace: str, secret: str) -> list[ObjectKey]:
+        return [key for key, name in self._secret_of.items() if key[0] == namespace and name == secret]
+
+
 async def reconcile_until_stopped(
     reconcile: Callable[[], Awaitable[None]],
     *,

@@ -7,8 +7,10 @@
   reconciler so readiness flows into status promptly;
 - existing server (`spec.local.url`): GET {url}/models with a short timeout on every pass, only
   where the probe allow-list admits the host (probes.py); status carries generic outcomes only;
-- cloud: the API key Secret must exist (metadata-only check; the key is never read).
-The resync period re-runs every pass even without events (probes, a Secret created later).
+- cloud: the API key Secret must exist (metadata-only check; the key is never read); a watch on the
+  namespace's Secrets (handlers/secrets.py) wakes the reconciler when it appears or goes. Where the
+  operator may not see Secrets, the endpoint is Ready with reason SecretNotChecked.
+The resync period re-runs every pass even without events (external probes above all).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def endpoint_changed(type: str | None, body: kopf.Body, namespace: str | None, n
     key = (namespace or "", name)
     if type == "DELETED":
         state_of(memo).endpoint_doorbells.gone(key, body["metadata"]["uid"])
+        state_of(memo).secret_users.forget(key)
     else:
         state_of(memo).endpoint_doorbells.ring(key)
 
@@ -87,9 +90,12 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
     failure: Exception | None = None
     if spec.cloud is not None:
         url, model = spec.cloud.effective_base_url(), spec.cloud.model
-        secret = spec.cloud.api_key_secret_ref.name
-        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret)
-        health = status.cloud_health(secret, exists)
+        secret = spec.cloud.api_key_secret_ref
+        state.secret_users.uses((namespace, name), secret.name)
+        if state.secret_watches is not None:
+            state.secret_watches.ensure(namespace)  # its events wake this reconciler (handlers/secrets.py)
+        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret.name)
+        health = status.cloud_health(secret.name, secret.key, exists)
     elif spec.local is not None and spec.local.url is not None:
         url, model = spec.local.url, spec.local.model
         timeout = state.tuning.probe_timeout_seconds
