@@ -203,11 +203,13 @@ class PrometheusBreakerConfig(Model):
     """Prometheus base URL; unset disables p95-driven breaking."""
     query: Annotated[str, Field(max_length=4096)] = (
         "histogram_quantile(0.95, sum by (le, endpoint) "
-        '(rate(hybridroute_upstream_duration_seconds_bucket{policy="$policy"}[$window]))) '
+        '(rate(hybridroute_upstream_duration_seconds_bucket{namespace="$namespace", policy="$policy"}[$window]))) '
         "and on (endpoint) sum by (endpoint) "
-        '(rate(hybridroute_upstream_duration_seconds_count{policy="$policy"}[$window])) > 0'
+        '(rate(hybridroute_upstream_duration_seconds_count{namespace="$namespace", policy="$policy"}[$window])) > 0'
     )
-    """PromQL template; $policy and $window are substituted; must return one series per `endpoint` label."""
+    """PromQL template; $namespace, $policy and $window are substituted (the policy's namespace and
+    name: same-named policies in other namespaces are other tenants); must return one series per
+    `endpoint` label."""
     window: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
     """Range for rate() in the query."""
     evaluation_seconds: Annotated[float, Field(ge=0.5, le=600)] = 5

@@ -57,12 +57,6 @@ class Doorbells:
         if bell is not None:
             bell.set()
 
-    def ring_name(self, name: str) -> None:
-        """Wake every object with this name, whatever its namespace."""
-        for (_, bell_name), bell in self._bells.items():
-            if bell_name == name:
-                bell.set()
-
     def ring_namespace(self, namespace: str) -> None:
         for (bell_namespace, _), bell in self._bells.items():
             if bell_namespace == namespace:
