@@ -46,11 +46,12 @@ class Doorbells:
 
     @contextlib.contextmanager
     def installed(self, key: ObjectKey) -> Iterator[asyncio.Event]:
-        bell = self._bells.setdefault(key, asyncio.Event())
+        bell = self._bells[key] = asyncio.Event()  # the newest reconciler of a name gets the rings
         try:
             yield bell
         finally:
-            self._bells.pop(key, None)
+            if self._bells.get(key) is bell:  # not a successor's (a new object of the same name)
+                del self._bells[key]
 
     def ring(self, key: ObjectKey) -> None:
         bell = self._bells.get(key)
@@ -67,7 +68,7 @@ def release_daemons_from_finalizer(registry: kopf.OperatorRegistry | None = None
     """Let kopf run our daemons without putting its finalizer on the objects (see the docstring).
 
     kopf hard-codes `requires_finalizer=True` for daemons and has no public switch, so the registered
-    handlers are replaced by copies without it; tests/test_clean_exit.py proves kopf honours it.
+    handlers are replaced by copies without it; tests/test_operator_ownership.py proves kopf honours it.
     """
     spawning = (registry or kopf.get_default_registry())._spawning
     spawning._handlers = [dataclasses.replace(handler, requires_finalizer=False) for handler in spawning._handlers]
