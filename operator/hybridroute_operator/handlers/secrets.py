@@ -8,8 +8,9 @@ so a Secret created after its endpoint turns it Ready within a second, not after
 The watches run in threads of their own: the `kubernetes` client is synchronous and a watch blocks
 for minutes, which would starve the small pool `asyncio.to_thread` shares with every API call.
 Where the operator may not list Secrets (403: the chart grants Secrets namespace by namespace), the
-watch retries after `retry_seconds`, so a grant added later (a RoleBinding in that namespace) is
-picked up without a restart; the endpoint meanwhile reports SecretNotChecked.
+watch retries after `retry_seconds`, doubling up to ten minutes, so a grant added later (a
+RoleBinding in that namespace) is picked up without a restart; meanwhile the endpoint reconciler's
+own check (every resync) already sees the grant, and the endpoint reports SecretNotChecked until then.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hybridroute_operator.apply import Cluster
 from hybridroute_operator.settings import state_of
 
 log = logging.getLogger("hybridroute.operator.secrets")
+MAX_RETRY_SECONDS = 600.0
 
 
 class SecretWatches:
@@ -62,19 +64,25 @@ class SecretWatches:
         self._stopping.set()
 
     def _run(self, namespace: str) -> None:
+        forbidden = 0  # consecutive 403s: said once, then retried less and less often
         while not self._stopping.is_set():
             try:
                 for name in self._cluster.secret_names(namespace, watch_seconds=self._watch_seconds):
+                    forbidden = 0
                     if self._stopping.is_set():
                         return
                     self._loop.call_soon_threadsafe(self._wake, namespace, name)
                 continue
             except kubernetes.client.ApiException as exc:
-                level = logging.INFO if exc.status == 403 else logging.WARNING
-                log.log(level, "cannot watch Secrets in %s (HTTP %s); retrying later", namespace, exc.status)
+                if exc.status == 403:
+                    forbidden += 1
+                    if forbidden == 1:
+                        log.info("no access to Secrets in %s: endpoints there report SecretNotChecked", namespace)
+                else:
+                    log.warning("Secret watch in %s failed (HTTP %s); retrying", namespace, exc.status)
             except Exception as exc:  # a dropped connection must not end the watch for good
-                log.warning("Secret watch in %s failed (%s); retrying later", namespace, type(exc).__name__)
-            self._stopping.wait(self._retry_seconds)
+                log.warning("Secret watch in %s failed (%s); retrying", namespace, type(exc).__name__)
+            self._stopping.wait(min(MAX_RETRY_SECONDS, self._retry_seconds * 2 ** max(0, forbidden - 1)))
 
 
 @kopf.on.startup()
