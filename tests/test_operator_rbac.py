@@ -105,7 +105,7 @@ def test_the_operator_works_with_only_the_charts_rbac_and_checks_secrets_where_g
     )
     eventually(lambda: kube.deployment("llama"), "the pool's Deployment, created by server-side apply")
     eventually(lambda: kube.config_map("default"), "the policy's ConfigMap")
-    eventually(lambda: kube.condition_is(POLICY_PLURAL, "default", "Ready", "False", "NoEndpointsReady"), "compiled")
+    eventually(lambda: kube.condition_is(POLICY_PLURAL, "default", "Ready", "True", "Compiled"), "compiled")
 
     # The namespace opts in: the missing Secret is reported, and its creation is noticed.
     bind_secret_check(local_cluster, kube, f"rbac-{kube.namespace}")
