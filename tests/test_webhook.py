@@ -281,9 +281,9 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
         time.sleep(0.2)
 
 
-def compiled_config_map(local_cluster: LocalCluster, namespace: str, policy: str, *, owned: bool = True) -> None:
+def compiled_config_map(api: client.ApiClient, namespace: str, policy: str, *, owned: bool = True) -> None:
     """A RoutingPolicy and a ConfigMap of its name holding a router config, controlled by it if `owned`."""
-    custom = client.CustomObjectsApi(local_cluster.api_client())
+    custom = client.CustomObjectsApi(api)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": POLICY_KIND, "metadata": {"name": policy}}
     created = custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, POLICY_PLURAL, {**body, "spec": {"endpoints": [{"name": "local"}]}}
@@ -292,7 +292,7 @@ def compiled_config_map(local_cluster: LocalCluster, namespace: str, policy: str
     if owned:
         owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": POLICY_KIND, "name": policy, "controller": True}
         metadata["ownerReferences"] = [{**owner, "uid": created["metadata"]["uid"]}]
-    core = client.CoreV1Api(local_cluster.api_client())
+    core = client.CoreV1Api(api)
     core.create_namespaced_config_map(
         namespace, {"metadata": metadata, "data": {CONFIGMAP_KEY: router_config(namespace)}}
     )
@@ -303,7 +303,7 @@ def test_the_api_server_gets_pods_injected_by_the_webhook(
 ) -> None:
     namespace = k8s_namespace
     core = client.CoreV1Api(local_cluster.api_client())
-    compiled_config_map(local_cluster, namespace, "chat")
+    compiled_config_map(core.api_client, namespace, "chat")
     labelled = pod_manifest(
         "app", {"hybridroute.io/policy": "chat"}, annotations={SKIP_CONTAINERS_ANNOTATION: "exporter"}
     )
@@ -357,9 +357,8 @@ def test_the_api_server_gets_pods_injected_by_the_webhook(
     assert copy.deepcopy(updated.spec.init_containers) == created.spec.init_containers
 
 
-def denial(local_cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> str:
+def denial(core: client.CoreV1Api, namespace: str, manifest: dict[str, Any]) -> str:
     """The API server's message when the webhook denied the Pod; empty before it is serving."""
-    core = client.CoreV1Api(local_cluster.api_client())
     try:
         core.create_namespaced_pod(namespace, manifest, dry_run="All")
     except ApiException as exc:
@@ -369,21 +368,23 @@ def denial(local_cluster: LocalCluster, namespace: str, manifest: dict[str, Any]
 
 
 def test_a_policy_without_compiled_config_is_refused(
-    local_cluster: LocalCluster, k8s_namespace: str, webhook_url: str
+    kube_api: client.ApiClient, k8s_namespace: str, webhook_url: str
 ) -> None:
+    core = client.CoreV1Api(kube_api)
     manifest = pod_manifest("orphan", {"hybridroute.io/policy": "missing"})
-    eventually(lambda: bool(denial(local_cluster, k8s_namespace, manifest)), "the webhook to answer")
-    message = denial(local_cluster, k8s_namespace, manifest)
+    eventually(lambda: bool(denial(core, k8s_namespace, manifest)), "the webhook to answer")
+    message = denial(core, k8s_namespace, manifest)
     assert f"RoutingPolicy {k8s_namespace}/missing has no compiled router config yet" in message
 
 
 def test_a_config_map_the_policy_does_not_control_is_refused(
-    local_cluster: LocalCluster, k8s_namespace: str, webhook_url: str, hybridroute_crds: None
+    kube_api: client.ApiClient, k8s_namespace: str, webhook_url: str, hybridroute_crds: None
 ) -> None:
     # Someone with ConfigMap rights writes a router config under the policy's name: the webhook must
     # not inject a router (and the Pod's API keys) pointed by it.
-    compiled_config_map(local_cluster, k8s_namespace, "chat", owned=False)
+    compiled_config_map(kube_api, k8s_namespace, "chat", owned=False)
+    core = client.CoreV1Api(kube_api)
     manifest = pod_manifest("app", {"hybridroute.io/policy": "chat"})
-    eventually(lambda: bool(denial(local_cluster, k8s_namespace, manifest)), "the webhook to answer")
-    message = denial(local_cluster, k8s_namespace, manifest)
+    eventually(lambda: bool(denial(core, k8s_namespace, manifest)), "the webhook to answer")
+    message = denial(core, k8s_namespace, manifest)
     assert f"RoutingPolicy {k8s_namespace}/chat: ConfigMap chat is not the policy's compiled config" in message
