@@ -106,7 +106,10 @@ def main(
     if prometheus_url:
         os.environ["HYBRIDROUTE_PROMETHEUS_URL"] = prometheus_url
     if probe_allowed_hosts is not None:
-        AllowList.parse(probe_allowed_hosts.split(","))  # a malformed entry fails here, naming it
+        try:
+            AllowList.parse(probe_allowed_hosts.split(","))  # a malformed entry fails here, naming it
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--probe-allowed-hosts") from None
         os.environ["HYBRIDROUTE_PROBE_ALLOWED_HOSTS"] = probe_allowed_hosts
     kopf.cli.main(args=arguments, prog_name="hybridroute-operator")
 
