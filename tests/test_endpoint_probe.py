@@ -7,13 +7,17 @@ outside the allowed networks is refused after resolution, and the outcome words 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
 
+from hybridroute_operator.api import ENDPOINT_PLURAL
 from hybridroute_operator.probes import AllowList, Outcome, probe_server
+from tests.fixtures.operator import Kube, OperatorProcesses, eventually
 
 LOOPBACK = AllowList.parse(["127.0.0.0/8"])
 
@@ -107,3 +111,50 @@ def test_allow_list_entries(entry: str, url: str, allowed: bool) -> None:
 def test_a_malformed_entry_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="'http://x/'"):
         AllowList.parse(["http://x/"])
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server on loopback that records every path asked for (a host a scanner would try)."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", hits
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.cluster
+def test_the_operator_probes_only_allowed_hosts_and_reports_generic_outcomes(
+    kube: Kube, operator_factory: OperatorProcesses, counting_server: tuple[str, list[str]]
+) -> None:
+    url, hits = counting_server
+    # Loopback is not allowed here: the server stands for a host inside the operator's network.
+    operator_factory({"HYBRIDROUTE_PROBE_ALLOWED_HOSTS": "10.0.0.0/8,*.invalid"})
+    kube.create(ENDPOINT_PLURAL, "scan", {"type": "local", "local": {"url": url, "model": "m"}})
+    kube.create(
+        ENDPOINT_PLURAL, "nxdomain", {"type": "local", "local": {"url": "http://gone.invalid/v1", "model": "m"}}
+    )
+
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "nxdomain", "Ready", "False", "EndpointUnreachable"), "unreachable"
+    )
+    message = (kube.condition(ENDPOINT_PLURAL, "nxdomain", "Ready") or {})["message"]
+    assert message == "http://gone.invalid/v1: not reachable", "no DNS or connection error text in status"
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "scan", "Ready", "False", "ProbeNotAllowed"), "ProbeNotAllowed"
+    )
+    assert "probes.allowedHosts" in (kube.condition(ENDPOINT_PLURAL, "scan", "Ready") or {})["message"]
+    assert hits == [], "a host outside the allow-list was contacted"
