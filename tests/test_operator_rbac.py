@@ -9,6 +9,9 @@ same operator reports a missing Secret and turns the endpoint Ready when the Sec
 `test_a_created_secret_turns_the_endpoint_ready_through_the_watch` runs with a resync period of an
 hour: only the Secret watch can make the endpoint Ready, and the time from creating the Secret to
 Ready=True is printed (run with -s to see it).
+
+`kubectl auth can-i --list` as that ServiceAccount must show exactly the grants docs/install.md
+lists, with Secrets only in a namespace that bound the secret-check role, never in kube-system.
 """
 
 from __future__ import annotations
