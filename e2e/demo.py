@@ -197,6 +197,8 @@ class Operator:
         prometheus_url = demo.url(demo.port.prometheus)
         command = [str(executable), "--standalone", "--all-namespaces", "--liveness", liveness]
         command += ["--prometheus-url", prometheus_url]
+        # The demo's model server and simulators listen on loopback; nothing else may be probed.
+        command += ["--probe-allowed-hosts", "127.0.0.0/8"]
         environment = {**os.environ, "KUBECONFIG": str(demo.cluster.kubeconfig)}
         processes.spawn(demo.dir, self.process, command, env=environment)
         _log(f"operator log: {demo.dir / 'logs' / 'operator.log'}")

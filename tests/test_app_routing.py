@@ -102,7 +102,9 @@ def test_private_request_stays_local_even_when_complex(upstream_sim: Any, router
     assert len(local.requests) == 1
     assert cloud.requests == []
     metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
-    assert 'hybridroute_privacy_blocks_total{outcome="kept-local",policy="standalone"} 1.0' in metrics
+    assert (
+        'hybridroute_privacy_blocks_total{namespace="default",outcome="kept-local",policy="standalone"} 1.0' in metrics
+    )
 
 
 def test_private_request_with_local_down_gets_503_and_cloud_never_sees_it(
@@ -149,7 +151,7 @@ def test_private_request_without_any_local_endpoint_is_refused_with_the_reason(
     assert cloud.requests == []
     assert local.requests == []
     metrics = http("GET", f"{running.metrics_url}/metrics")[1].decode()
-    assert 'hybridroute_privacy_blocks_total{outcome="rejected",policy="standalone"} 1.0' in metrics
+    assert 'hybridroute_privacy_blocks_total{namespace="default",outcome="rejected",policy="standalone"} 1.0' in metrics
 
 
 def test_models_lists_the_policy_aliases(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
@@ -223,15 +225,27 @@ def test_metrics_cover_requests_durations_breakers_and_config(upstream_sim: Any,
     text = raw.decode()
 
     assert status == 200
-    labels = 'endpoint="local-a",policy="standalone"'
-    assert 'hybridroute_requests_total{endpoint="local-a",outcome="success",policy="standalone"} 1.0' in text
-    assert 'hybridroute_upstream_duration_seconds_bucket{endpoint="local-a",le="120.0",policy="standalone"} 1.0' in text
+    labels = 'endpoint="local-a",namespace="default",policy="standalone"'
+    assert (
+        'hybridroute_requests_total{endpoint="local-a",namespace="default",outcome="success",policy="standalone"} 1.0'
+        in text
+    )
+    assert (
+        'hybridroute_upstream_duration_seconds_bucket{endpoint="local-a",le="120.0",namespace="default",'
+        'policy="standalone"} 1.0' in text
+    )
     assert f"hybridroute_upstream_ttft_seconds_count{{{labels}}} 1.0" in text
-    assert 'hybridroute_tokens_total{direction="output",endpoint="local-a",policy="standalone"} 7.0' in text
-    assert 'hybridroute_breaker_state{endpoint="local-a",policy="standalone",state="closed"} 1.0' in text
-    assert 'hybridroute_request_attempts_bucket{le="1.0",policy="standalone"} 1.0' in text
+    assert (
+        'hybridroute_tokens_total{direction="output",endpoint="local-a",namespace="default",policy="standalone"} 7.0'
+        in text
+    )
+    assert (
+        'hybridroute_breaker_state{endpoint="local-a",namespace="default",policy="standalone",state="closed"} 1.0'
+        in text
+    )
+    assert 'hybridroute_request_attempts_bucket{le="1.0",namespace="default",policy="standalone"} 1.0' in text
     config_hash = running.holder.current.config_hash
-    assert f'hybridroute_config_info{{config_hash="{config_hash}",policy="standalone"}} 1.0' in text
+    assert f'hybridroute_config_info{{config_hash="{config_hash}",namespace="default",policy="standalone"}} 1.0' in text
 
 
 def test_health_and_readiness_follow_the_config(router: Any) -> None:
@@ -276,7 +290,10 @@ def test_executor_refuses_a_cloud_candidate_for_a_private_request_even_if_the_de
     assert response.headers["x-hybridroute-endpoint"] == "local-a"
     assert cloud.requests == []
     _, metrics = http("GET", f"{running.metrics_url}/metrics")
-    assert b'hybridroute_privacy_blocks_total{outcome="cloud_candidate_refused",policy="standalone"} 1.0' in metrics
+    assert (
+        b'hybridroute_privacy_blocks_total{namespace="default",outcome="cloud_candidate_refused",'
+        b'policy="standalone"} 1.0' in metrics
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/hybridroute/v1/explain"])

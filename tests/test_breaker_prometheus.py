@@ -51,7 +51,7 @@ CONSECUTIVE_BREACHES = 2
 NO_FLAP_EVALUATIONS = 60  # "no flapping over the next minute", counted in evaluations
 UNGATED_QUERY = (
     "histogram_quantile(0.95, sum by (le, endpoint) "
-    '(rate(hybridroute_upstream_duration_seconds_bucket{policy="$policy"}[$window])))'
+    '(rate(hybridroute_upstream_duration_seconds_bucket{namespace="$namespace", policy="$policy"}[$window])))'
 )
 """The default query without its traffic gate, so an idle endpoint yields NaN rather than nothing."""
 
@@ -232,7 +232,7 @@ async def router_samples(running: RunningRouter, name: str) -> list[tuple[dict[s
 
 def query_of(config: RouterConfig) -> str:
     cfg = config.circuit_breaker.prometheus
-    return render_query(cfg.query, config.policy.name, cfg.window)
+    return render_query(cfg.query, config.policy.name, cfg.window, namespace=config.policy.namespace)
 
 
 def start_router(prometheus: PrometheusServer, router: Any, config: RouterConfig) -> RunningRouter:
@@ -316,7 +316,9 @@ async def test_prometheus_outage_changes_nothing_passive_breaking_works_and_p95_
 
         prometheus.kill()
         await trace.until(lambda: not trace.evaluations[-1].up, 3, "router sees Prometheus down")
-        assert await router_samples(running, "hybridroute_prometheus_up") == [({"policy": POLICY}, 0.0)]
+        assert await router_samples(running, "hybridroute_prometheus_up") == [
+            ({"namespace": "default", "policy": POLICY}, 0.0)
+        ]
         assert await router_samples(running, "hybridroute_endpoint_p95_seconds") == []
 
         # Local turns slow while Prometheus is away: no data, so the p95 breaker must not act.
@@ -386,7 +388,9 @@ async def test_idle_policy_never_opens_on_empty_or_nan_answers(
         assert trace.status.values == {"local-a": None, "cloud-a": None}
         assert trace.transitions == []
         assert running.app.executor.breakers.states() == {"local-a": "closed", "cloud-a": "closed"}
-        assert await router_samples(running, "hybridroute_prometheus_up") == [({"policy": POLICY}, 1.0)]
+        assert await router_samples(running, "hybridroute_prometheus_up") == [
+            ({"namespace": "default", "policy": POLICY}, 1.0)
+        ]
         assert await router_samples(running, "hybridroute_endpoint_p95_seconds") == []
         (last_evaluation,) = await router_samples(running, "hybridroute_prometheus_last_evaluation_timestamp_seconds")
         assert last_evaluation[1] >= idle[0].at

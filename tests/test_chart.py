@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 
 from hybridroute_operator.injection import METRICS_PORT_NAME, router_container
+from hybridroute_operator.probes import AllowList
 from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
 from hybridroute_router.metrics import RouterMetrics
 from tests.fixtures.helm import CHART, Helm, kube_version
@@ -53,6 +55,7 @@ def test_chart_is_scenario_complete() -> None:
         "monitoring-enabled-values.yaml",
         "single-replica-values.yaml",
         "cert-manager-values.yaml",
+        "secret-check-values.yaml",
     }
 
 
@@ -72,9 +75,37 @@ def test_rendered_rbac_has_no_wildcards(helm: Helm, values: Path) -> None:
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), f"wildcard {field} in {rule}"
-    # The operator reads Secrets by name only: it can never list or watch them.
-    secrets = [rule for rule in rules if "secrets" in rule["resources"]]
-    assert [rule["verbs"] for rule in secrets] == [["get"]]
+    # Secrets: only in the secret-check ClusterRole, which only RoleBindings (one namespace each) use.
+    secret_roles = {
+        doc["metadata"]["name"]
+        for doc in docs
+        if doc["kind"] in {"ClusterRole", "Role"} and any("secrets" in rule["resources"] for rule in doc["rules"])
+    }
+    assert secret_roles == {"hr-hybridroute-secret-check"}
+    cluster_bound = {doc["roleRef"]["name"] for doc in by_kind(docs, "ClusterRoleBinding")}
+    assert not cluster_bound & secret_roles, "Secrets must never be granted cluster-wide"
+    namespaced = [doc for doc in by_kind(docs, "RoleBinding") if doc["roleRef"]["name"] in secret_roles]
+    assert {doc["metadata"]["namespace"] for doc in namespaced} == set(
+        (yaml_values(values).get("secretCheck") or {}).get("namespaces") or []
+    )
+
+
+def yaml_values(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def test_probe_allow_list_reaches_the_operator(helm: Helm) -> None:
+    env = {
+        variable["name"]: variable.get("value")
+        for variable in operator_container(helm.template([CHART / "ci" / "secret-check-values.yaml"]))["env"]
+    }
+    allow = AllowList.parse(env["HYBRIDROUTE_PROBE_ALLOWED_HOSTS"].split(","))
+    assert allow.allows_url("http://10.20.3.4:11434/v1")
+    assert allow.allows_url("http://ollama.lab.example:11434/v1")
+    assert allow.allows_url("http://169.254.169.254/latest") is False
+    default_env = {variable["name"]: variable.get("value") for variable in operator_container(helm.template())["env"]}
+    assert default_env["HYBRIDROUTE_PROBE_ALLOWED_HOSTS"] == ""  # secure default: nothing is probed
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda path: path.stem)

@@ -24,9 +24,10 @@ def test_parse_p95_rounds_ms_and_drops_nan() -> None:
     body = vector(
         ({"namespace": "team-a", "endpoint": "local"}, "0.2504"),
         ({"namespace": "team-a", "endpoint": "cloud"}, "NaN"),
-        ({"endpoint": "standalone"}, "1"),
+        ({"endpoint": "no-namespace"}, "1"),
     )
-    assert fleet.parse_p95(body) == {("team-a", "local"): 250, ("", "standalone"): 1000}
+    # a series without a namespace is nobody's: never attributed to an endpoint of that name
+    assert fleet.parse_p95(body) == {("team-a", "local"): 250}
 
 
 def test_parse_rejects_failed_queries() -> None:
@@ -60,10 +61,10 @@ def test_parse_circuits_counts_states_per_endpoint() -> None:
     assert fleet.parse_circuits(body) == {("ns", "local"): "open", ("ns", "cloud"): "closed"}
 
 
-def test_lookup_prefers_namespaced_series() -> None:
-    view = {("ns", "a"): FleetObservation(10, "closed"), ("", "a"): FleetObservation(99, "open")}
+def test_lookup_is_scoped_to_the_namespace() -> None:
+    view = {("ns", "a"): FleetObservation(10, "closed"), ("team-b", "a"): FleetObservation(99, "open")}
     assert fleet.lookup(view, "ns", "a") == FleetObservation(10, "closed")
-    assert fleet.lookup(view, "other", "a") == FleetObservation(99, "open")
+    assert fleet.lookup(view, "other", "a") is None
     assert fleet.lookup(view, "ns", "missing") is None
 
 

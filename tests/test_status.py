@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from hybridroute_operator.status import (
     ResolvedRef,
     Verdict,
@@ -14,6 +16,7 @@ from hybridroute_operator.status import (
     find_condition,
     managed_pool_health,
     merge_conditions,
+    policy_ready_verdict,
     policy_status,
     status_changes,
 )
@@ -122,8 +125,11 @@ def test_scaled_to_zero() -> None:
 
 
 def test_cloud_and_external_health() -> None:
-    assert conditions_of(cloud_health("openai", secret_exists=False))["Ready"] == (False, "SecretMissing")
-    assert conditions_of(cloud_health("openai", secret_exists=True))["Ready"] == (True, "SecretFound")
+    assert conditions_of(cloud_health("openai", "k", secret_exists=False))["Ready"] == (False, "SecretMissing")
+    assert conditions_of(cloud_health("openai", "k", secret_exists=True))["Ready"] == (True, "SecretFound")
+    unchecked = conditions_of(cloud_health("openai", "k", secret_exists=None))
+    assert unchecked["Ready"] == (True, "SecretNotChecked")
+    assert unchecked["Degraded"] == (False, "SecretNotChecked")
     down = external_server_health("http://ws:11434/v1", "no answer within 3s")
     assert conditions_of(down)["Ready"] == (False, "EndpointUnreachable")
     assert "no answer" in down.ready.message
@@ -140,7 +146,7 @@ def test_endpoint_status_fields() -> None:
     assert status["model"] == "m"
     assert status["lastTransitionReason"] == "DeploymentReady"
     assert "readyReplicas" not in endpoint_status(
-        cloud_health("s", True), url="u", model="m", generation=1, previous={}, now=T0
+        cloud_health("s", "k", True), url="u", model="m", generation=1, previous={}, now=T0
     )
 
 
@@ -198,3 +204,29 @@ def test_busy_external_server_stays_ready_but_degraded() -> None:
     # the same timeout on a server that never was ready is simply unreachable
     gone = conditions_of(external_server_health("http://ws:11434/v1", "no answer within 3s", busy=False))
     assert gone["Ready"] == (False, "EndpointUnreachable")
+
+
+@pytest.mark.parametrize(
+    ("refs", "failure", "expected"),
+    [
+        ([ResolvedRef("a", "local", True)], None, (True, "Compiled")),
+        # some exist but are not Ready: routers serve with the others
+        ([ResolvedRef("a", "local", True), ResolvedRef("c", "cloud", False)], None, (True, "Compiled")),
+        # a named endpoint does not exist: the policy is not what it declares
+        (
+            [ResolvedRef("a", "local", True), ResolvedRef("b", None, False, "NotFound")],
+            None,
+            (False, "EndpointsMissing"),
+        ),
+        ([ResolvedRef("c", "cloud", False)], None, (False, "NoEndpointsReady")),
+        ([ResolvedRef("a", "local", True)], ("CompileFailed", "rules[0] ..."), (False, "CompileFailed")),
+    ],
+)
+def test_policy_ready_means_usable_as_declared(
+    refs: list[ResolvedRef], failure: tuple[str, str] | None, expected: tuple[bool, str]
+) -> None:
+    verdict = policy_ready_verdict(refs, "sha256:x", "p", failure)
+    assert (verdict.status, verdict.reason) == expected
+    if expected[1] == "EndpointsMissing":
+        assert "b" in verdict.message
+        assert "sha256:x" in verdict.message  # published anyway

@@ -56,7 +56,10 @@ def test_streamed_usage_is_metered(upstream_sim: Any, router: Any, sdk_client: A
     list(sdk_client(running).completions.create(model="auto", prompt="Once", stream=True))
 
     text = running.app.metrics.render().decode()
-    assert 'hybridroute_tokens_total{direction="output",endpoint="local-a",policy="standalone"} 42.0' in text
+    assert (
+        'hybridroute_tokens_total{direction="output",endpoint="local-a",namespace="default",policy="standalone"} 42.0'
+        in text
+    )
 
 
 def test_failure_before_the_first_byte_fails_over_while_streaming(
@@ -92,7 +95,10 @@ def test_failure_after_the_first_byte_is_reported_in_band_without_failover(
     assert "local-a failed after the response started" in caught.value.message
     assert cloud.requests == []
     text = running.app.metrics.render().decode()
-    assert 'hybridroute_requests_total{endpoint="local-a",outcome="stream_error",policy="standalone"} 1.0' in text
+    assert (
+        'hybridroute_requests_total{endpoint="local-a",namespace="default",outcome="stream_error",'
+        'policy="standalone"} 1.0' in text
+    )
 
 
 # ---- the relay itself, without a network --------------------------------------------------------

@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from e2e import pki
 from e2e.localcluster import KubectlError, LocalCluster
 from e2e.processes import free_port
+from hybridroute_operator.api import GROUP, POLICY_KIND, POLICY_PLURAL, VERSION
 from hybridroute_operator.apply import Cluster
 from hybridroute_operator.injection import (
     BASE_URL_ENV,
@@ -127,11 +128,10 @@ def test_helm_install_yields_crds_rbac_and_a_least_privilege_operator(
         ("patch", "routingpolicies.hybridroute.io", "-n", "team-a"),
         ("patch", "inferenceendpoints.hybridroute.io", "--subresource=status", "-n", "team-a"),
         ("create", "deployments.apps", "-n", "team-a"),
-        ("delete", "deployments.apps", "-n", "team-a"),
+        ("watch", "deployments.apps", "--all-namespaces"),
         ("patch", "services", "-n", "team-a"),
         ("patch", "configmaps", "-n", "team-a"),
-        ("watch", "configmaps", "--all-namespaces"),
-        ("get", "secrets", "-n", "team-a"),
+        ("get", "configmaps", "-n", "team-a"),
         ("create", "events", "-n", "team-a"),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("patch", "clusterkopfpeerings.kopf.dev/hybridroute"),
@@ -140,8 +140,13 @@ def test_helm_install_yields_crds_rbac_and_a_least_privilege_operator(
         ("delete", "nodes"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("get", "secrets", "-n", "team-a"),
+        ("get", "secrets", "-n", "kube-system"),
         ("list", "secrets", "-n", "kube-system"),
         ("watch", "secrets", "--all-namespaces"),
+        ("delete", "deployments.apps", "-n", "team-a"),
+        ("delete", "services", "-n", "team-a"),
+        ("delete", "configmaps", "-n", "team-a"),
         ("create", "pods", "-n", "team-a"),
         ("create", "serviceaccounts/token", "-n", namespace),
         ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
@@ -276,14 +281,29 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
         time.sleep(0.2)
 
 
+def compiled_config_map(api: client.ApiClient, namespace: str, policy: str, *, owned: bool = True) -> None:
+    """A RoutingPolicy and a ConfigMap of its name holding a router config, controlled by it if `owned`."""
+    custom = client.CustomObjectsApi(api)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": POLICY_KIND, "metadata": {"name": policy}}
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, {**body, "spec": {"endpoints": [{"name": "local"}]}}
+    )
+    metadata: dict[str, Any] = {"name": policy}
+    if owned:
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": POLICY_KIND, "name": policy, "controller": True}
+        metadata["ownerReferences"] = [{**owner, "uid": created["metadata"]["uid"]}]
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": metadata, "data": {CONFIGMAP_KEY: router_config(namespace)}}
+    )
+
+
 def test_the_api_server_gets_pods_injected_by_the_webhook(
-    local_cluster: LocalCluster, k8s_namespace: str, webhook_url: str
+    local_cluster: LocalCluster, k8s_namespace: str, webhook_url: str, hybridroute_crds: None
 ) -> None:
     namespace = k8s_namespace
     core = client.CoreV1Api(local_cluster.api_client())
-    core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "chat"}, "data": {CONFIGMAP_KEY: router_config(namespace)}}
-    )
+    compiled_config_map(core.api_client, namespace, "chat")
     labelled = pod_manifest(
         "app", {"hybridroute.io/policy": "chat"}, annotations={SKIP_CONTAINERS_ANNOTATION: "exporter"}
     )
@@ -337,21 +357,34 @@ def test_the_api_server_gets_pods_injected_by_the_webhook(
     assert copy.deepcopy(updated.spec.init_containers) == created.spec.init_containers
 
 
+def denial(core: client.CoreV1Api, namespace: str, manifest: dict[str, Any]) -> str:
+    """The API server's message when the webhook denied the Pod; empty before it is serving."""
+    try:
+        core.create_namespaced_pod(namespace, manifest, dry_run="All")
+    except ApiException as exc:
+        message = str(exc.body)
+        return message if "denied the request" in message else ""
+    raise AssertionError("a Pod naming a policy without a compiled config was admitted")
+
+
 def test_a_policy_without_compiled_config_is_refused(
-    local_cluster: LocalCluster, k8s_namespace: str, webhook_url: str
+    kube_api: client.ApiClient, k8s_namespace: str, webhook_url: str
 ) -> None:
-    core = client.CoreV1Api(local_cluster.api_client())
+    core = client.CoreV1Api(kube_api)
     manifest = pod_manifest("orphan", {"hybridroute.io/policy": "missing"})
-
-    def denial() -> str:
-        """The API server's message when the webhook denied the Pod; empty before it is serving."""
-        try:
-            core.create_namespaced_pod(k8s_namespace, manifest, dry_run="All")
-        except ApiException as exc:
-            message = str(exc.body)
-            return message if "denied the request" in message else ""
-        raise AssertionError("a Pod naming a policy without a compiled config was admitted")
-
-    eventually(lambda: bool(denial()), "the webhook to answer")
-    message = denial()
+    eventually(lambda: bool(denial(core, k8s_namespace, manifest)), "the webhook to answer")
+    message = denial(core, k8s_namespace, manifest)
     assert f"RoutingPolicy {k8s_namespace}/missing has no compiled router config yet" in message
+
+
+def test_a_config_map_the_policy_does_not_control_is_refused(
+    kube_api: client.ApiClient, k8s_namespace: str, webhook_url: str, hybridroute_crds: None
+) -> None:
+    # Someone with ConfigMap rights writes a router config under the policy's name: the webhook must
+    # not inject a router (and the Pod's API keys) pointed by it.
+    compiled_config_map(kube_api, k8s_namespace, "chat", owned=False)
+    core = client.CoreV1Api(kube_api)
+    manifest = pod_manifest("app", {"hybridroute.io/policy": "chat"})
+    eventually(lambda: bool(denial(core, k8s_namespace, manifest)), "the webhook to answer")
+    message = denial(core, k8s_namespace, manifest)
+    assert f"RoutingPolicy {k8s_namespace}/chat: ConfigMap chat is not the policy's compiled config" in message

@@ -109,12 +109,21 @@ class Reason:
     SECRET_FOUND: Final = "SecretFound"
     SECRET_MISSING: Final = "SecretMissing"
     SECRET_KEY_MISSING: Final = "SecretKeyMissing"
+    SECRET_NOT_CHECKED: Final = "SecretNotChecked"
+    # InferenceEndpoint, existing server (url) outside the operator's probe allow-list
+    PROBE_NOT_ALLOWED: Final = "ProbeNotAllowed"
     # InferenceEndpoint, runtime health from the routers
     CIRCUIT_OPEN: Final = "CircuitOpen"
     LATENCY_ABOVE_SLO: Final = "LatencyAboveSLO"
     # Both kinds
     INVALID_SPEC: Final = "InvalidSpec"
     RECONCILE_FAILED: Final = "ReconcileFailed"
+    OWNERSHIP_CONFLICT: Final = "OwnershipConflict"
+    """A child's name is taken by an object the resource does not control; it is left untouched."""
+    FIELD_CONFLICT: Final = "FieldConflict"
+    """Someone else manages a field of an owned Deployment or Service; the operator does not force it."""
+    HAND_EDIT_OVERWRITTEN: Final = "HandEditOverwritten"
+    """Event: a policy's own ConfigMap was edited by hand and the compiled config was put back."""
     # RoutingPolicy
     COMPILED: Final = "Compiled"
     COMPILE_FAILED: Final = "CompileFailed"
@@ -122,6 +131,7 @@ class Reason:
     ENDPOINTS_MISSING: Final = "EndpointsMissing"
     ENDPOINTS_NOT_READY: Final = "EndpointsNotReady"
     NO_ENDPOINTS_SELECTED: Final = "NoEndpointsSelected"
+    NO_ENDPOINTS_READY: Final = "NoEndpointsReady"
 
 
 # --------------------------------------------------------------------------------------------------

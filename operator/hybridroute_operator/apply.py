@@ -1,27 +1,42 @@
 """The operator's only conversation with the Kubernetes API (besides kopf's own watches).
 
 Synchronous `kubernetes` client calls; handlers run them with `asyncio.to_thread`. Children are
-written with server-side apply under one field manager: creating, updating and adopting are the
-same idempotent call, and an apply that changes nothing is not persisted (no new resourceVersion, so
-no watch event and no reconcile loop). Responses are read as raw JSON (camelCase, as on the wire).
+written with server-side apply under one field manager: creating and updating are the same
+idempotent call, and an apply that changes nothing is not persisted (no new resourceVersion, so no
+watch event and no reconcile loop). Responses are read as raw JSON (camelCase, as on the wire).
 
-Secrets: only their existence is checked, by asking for `PartialObjectMetadata`, so the key material
-never leaves the API server.
+Ownership: `claim` reads a child's metadata first and refuses (`OwnershipConflict`) an object of the
+same name that our resource does not control, so nothing is ever adopted, and therefore nothing the
+operator did not create is ever garbage-collected with our resources. Applies do not force: a field
+someone else manages is a 409 the caller reports. The one exception is a policy's own ConfigMap,
+whose content must reach the routers (see `apply_config_map`).
+
+Secrets: only their existence is checked, and only their names are watched, by asking for
+`PartialObjectMetadata`, so the key material never leaves the API server. Where the operator has no
+grant on Secrets (the chart grants it namespace by namespace), a 403 means "not checked".
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import kubernetes
+from kubernetes.watch.watch import iter_resp_lines
+
+from hybridroute_operator import ownership
 
 FIELD_MANAGER: Final = "hybridroute-operator"
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 REQUEST_TIMEOUT_SECONDS: Final = 30
+
+
+class OwnershipConflict(Exception):
+    """An object with a child's name exists and our resource does not control it (message says whose)."""
 
 
 class Cluster:
@@ -43,13 +58,50 @@ class Cluster:
 
     # ---- children -------------------------------------------------------------------------------
 
-    def apply(self, manifest: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply a Deployment, Service or ConfigMap; returns the live object (with status).
+    def claim(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live metadata of a child about to be applied (None: absent); raises OwnershipConflict.
 
-        `force` takes fields back from other managers (someone edited our child); without it a
-        field owned by someone else is a 409 Conflict, which is how an object we never created is
-        left alone.
+        Checked for every child before any of them is written, so a conflict leaves nothing half done.
         """
+        metadata = manifest["metadata"]
+        readers = {
+            ("apps/v1", "Deployment"): self._apps.read_namespaced_deployment,
+            ("v1", "Service"): self._core.read_namespaced_service,
+            ("v1", "ConfigMap"): self._core.read_namespaced_config_map,
+        }
+        read = readers[(manifest["apiVersion"], manifest["kind"])]
+        live = self._read_or_none(read, metadata["namespace"], metadata["name"], _headers={"Accept": METADATA_ONLY})
+        live_metadata = None if live is None else dict(live.get("metadata") or {})
+        conflict = ownership.claim_conflict(live_metadata, manifest)
+        if conflict is not None:
+            raise OwnershipConflict(conflict)
+        return live_metadata
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply a child we own (after `claim`), without force; returns the live object.
+
+        A field someone else manages is a 409 Conflict (`ownership.field_conflicts` reads it): the
+        operator reports it rather than taking the field.
+        """
+        return self._apply(manifest, force=False)
+
+    def apply_config_map(self, manifest: Mapping[str, Any]) -> list[str]:
+        """Publish a policy's ConfigMap; returns the managers whose hand edit of its content it overwrote.
+
+        Claimed first, like every child. When it exists and is ours, the apply is forced: a hand edit
+        (another field manager on `data`) would otherwise 409 every later apply, and a policy change,
+        a privacy-tightening one included, would never reach the routers. The forced apply carries the
+        resourceVersion it claimed, so an object replaced in between is a 409, never taken over.
+        """
+        live = self.claim(manifest)
+        if live is None:
+            self._apply(manifest, force=False)
+            return []
+        pinned = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": live["resourceVersion"]}}
+        self._apply(pinned, force=True)
+        return ownership.hand_editors(live, FIELD_MANAGER)
+
+    def _apply(self, manifest: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
         appliers = {
             ("apps/v1", "Deployment"): self._apps.patch_namespaced_deployment,
             ("v1", "Service"): self._core.patch_namespaced_service,
@@ -72,14 +124,61 @@ class Cluster:
     def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(self._core.read_namespaced_config_map, namespace, name)
 
-    # ---- secrets: existence only ----------------------------------------------------------------
+    # ---- secrets: metadata only, where granted --------------------------------------------------
 
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        """True when the Secret exists. Asks for metadata only, so no key material is transferred."""
-        found = self._read_or_none(
-            self._core.read_namespaced_secret, namespace, name, _headers={"Accept": METADATA_ONLY}
-        )
+    def secret_exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the Secret exists; None when the operator may not read Secrets there (403).
+
+        Asks for metadata only, so no key material is transferred. (Whatever the client asks for,
+        an RBAC grant on Secrets would let it read their data: the chart grants it per namespace.)
+        """
+        try:
+            found = self._read_or_none(
+                self._core.read_namespaced_secret, namespace, name, _headers={"Accept": METADATA_ONLY}
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 403:
+                return None
+            raise
         return found is not None
+
+    def secret_names(self, namespace: str, *, watch_seconds: int) -> Iterator[str]:
+        """Names of the namespace's Secrets: every one listed, then each one added, changed or deleted.
+
+        Metadata only (a list, then a watch from its resourceVersion), for about `watch_seconds`;
+        it returns when the watch ends or expires (410 Gone), and the caller starts it again.
+        Raises ApiException (403 where the operator may not list Secrets).
+        """
+        listed = _json(
+            self._core.list_namespaced_secret(
+                namespace,
+                _headers={"Accept": METADATA_LIST},
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
+        for item in listed.get("items") or []:
+            yield str(item["metadata"]["name"])
+        version = listed["metadata"]["resourceVersion"]
+        response: Any = self._core.list_namespaced_secret(
+            namespace,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=watch_seconds,
+            _headers={"Accept": METADATA_ONLY},
+            _preload_content=False,
+            _request_timeout=(REQUEST_TIMEOUT_SECONDS, watch_seconds + REQUEST_TIMEOUT_SECONDS),
+        )
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # 410 Gone: the caller lists again
+                    return
+                if event.get("type") != "BOOKMARK":
+                    yield str(event["object"]["metadata"]["name"])
+        finally:
+            response.release_conn()
 
     # ---- custom resources: status only ----------------------------------------------------------
 

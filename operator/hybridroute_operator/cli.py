@@ -12,6 +12,8 @@ import os
 import click
 import kopf.cli
 
+from hybridroute_operator.probes import AllowList
+
 HANDLERS_MODULE = "hybridroute_operator.main"
 
 
@@ -60,6 +62,12 @@ def kopf_arguments(
     metavar="URL",
     help="Prometheus aggregating the routers' metrics: fills p95 and circuit in InferenceEndpoint status.",
 )
+@click.option(
+    "--probe-allowed-hosts",
+    metavar="LIST",
+    help="Comma-separated CIDRs and host names (*.suffix ok) whose spec.local.url the operator may probe; "
+    "default none (such endpoints report ProbeNotAllowed).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("-d", "--debug", is_flag=True, help="Log everything, kopf internals included.")
 @click.option(
@@ -80,6 +88,7 @@ def main(
     debug: bool,
     log_format: str,
     prometheus_url: str | None,
+    probe_allowed_hosts: str | None,
 ) -> None:
     """Run the hybridroute operator (InferenceEndpoints and RoutingPolicies)."""
     arguments = kopf_arguments(
@@ -93,9 +102,15 @@ def main(
         debug=debug,
         log_format=log_format,
     )
+    # read by settings.Tuning in the same process (kopf owns the rest of the command line)
     if prometheus_url:
-        # read by settings.Tuning in the same process (kopf owns the rest of the command line)
         os.environ["HYBRIDROUTE_PROMETHEUS_URL"] = prometheus_url
+    if probe_allowed_hosts is not None:
+        try:
+            AllowList.parse(probe_allowed_hosts.split(","))  # a malformed entry fails here, naming it
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--probe-allowed-hosts") from None
+        os.environ["HYBRIDROUTE_PROBE_ALLOWED_HOSTS"] = probe_allowed_hosts
     kopf.cli.main(args=arguments, prog_name="hybridroute-operator")
 
 

@@ -12,12 +12,15 @@ Decisions the CRD schema cannot express are made here:
 - `privacy.allRequestsSensitive` with no local endpoint fails: every request would be refused.
   Detectors or the privacy header without a local endpoint only warn: sensitive requests are
   refused (privacy holds), the rest still routes.
+- Two API-key references that would reach the router as one environment variable fail (one
+  provider's key would be sent to another); `secret_env_name` makes that impossible, and the
+  check keeps it so.
 Secrets appear only as references (`ApiKeyRef`), never values: the operator never reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +44,8 @@ from hybridroute_router.config import (
     PolicyRef,
     Pricing,
     RouterConfig,
+    SecretKeyRef,
+    secret_env_name,
 )
 
 POLICY_LABEL: Final = "hybridroute.io/policy"
@@ -100,6 +105,7 @@ def compile_policy(policy: PolicyInput, endpoints: Mapping[str, EndpointSnapshot
     refs = [resolved for _, resolved in compiled]
     _check_rules(policy.spec, {ref.name for ref in refs})
     warnings = _check_privacy(policy.spec, refs)
+    check_secret_env_names(endpoint.api_key.secret_ref for endpoint, _ in compiled if endpoint.api_key)
     spec = policy.spec
     try:
         config = RouterConfig(
@@ -250,6 +256,28 @@ def _check_privacy(spec: RoutingPolicySpec, refs: Sequence[ResolvedRef]) -> list
             "privacy.allRequestsSensitive is set but the policy has no local endpoint: every request would be refused",
         )
     return ["the policy has no local endpoint: requests detected as sensitive will be refused"]
+
+
+def check_secret_env_names(
+    refs: Iterable[SecretKeyRef | None], env_name: Callable[[SecretKeyRef], str] = secret_env_name
+) -> None:
+    """Refuse two different Secret references that would reach the router as one environment variable.
+
+    The injector puts each referenced key into the router's environment under `env_name(ref)`; a
+    shared name would hand one endpoint's key to another provider.
+    """
+    seen: dict[str, SecretKeyRef] = {}
+    for ref in refs:
+        if ref is None:
+            continue
+        name = env_name(ref)
+        other = seen.setdefault(name, ref)
+        if other != ref:
+            raise CompileError(
+                Reason.COMPILE_FAILED,
+                f"API key references {other.name}/{other.key} and {ref.name}/{ref.key} would share the "
+                f"environment variable {name}: rename one Secret or key",
+            )
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

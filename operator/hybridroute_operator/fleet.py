@@ -1,14 +1,17 @@
 """The fleet's view of each endpoint, from Prometheus: p95 latency and circuit state for status.
 
 Why Prometheus is the channel: every router sidecar already exports
-`hybridroute_upstream_duration_seconds{policy,endpoint}` and `hybridroute_breaker_state{policy,endpoint,
-state}`, and Prometheus already aggregates them across the fleet. Reading them here needs no new
-protocol and, above all, no write access to InferenceEndpoints from application pods (sidecars
-patching status would need RBAC on every app's ServiceAccount).
+`hybridroute_upstream_duration_seconds{namespace,policy,endpoint}` and
+`hybridroute_breaker_state{namespace,policy,endpoint,state}`, and Prometheus already aggregates them
+across the fleet. Reading them here needs no new protocol and, above all, no write access to
+InferenceEndpoints from application pods (sidecars patching status would need RBAC on every app's
+ServiceAccount).
 
-Series are keyed by (namespace, endpoint). In Kubernetes the scrape adds the pod's `namespace` target
-label (PodMonitor/ServiceMonitor do); a series without one is attributed to endpoints of that name in
-any namespace (a standalone router scraped by hand).
+Series are keyed by (namespace, endpoint): an endpoint is named within its namespace, and endpoints
+of the same name in two namespaces belong to different tenants. The router labels every series with
+its policy's namespace (a PodMonitor's target label carries the same value), so a series without a
+namespace is not a router's and is ignored: it is never attributed to endpoints of that name in
+some namespace.
 
 The fleet circuit is a summary of many routers' breakers: `open` when at least half of the routers
 reporting the endpoint have it open, `half-open` when any has it open or half-open, else `closed`.
@@ -28,7 +31,7 @@ import aiohttp
 
 Circuit = Literal["closed", "open", "half-open"]
 EndpointKey = tuple[str, str]
-"""(namespace, endpoint name); namespace is "" when the series carried none."""
+"""(namespace, endpoint name)"""
 
 P95_QUERY = (
     "histogram_quantile(0.95, sum by (le, namespace, endpoint) "
@@ -60,8 +63,8 @@ def _vector(body: Any) -> list[dict[str, Any]]:
 
 def _key(series: Mapping[str, Any]) -> EndpointKey | None:
     metric = series.get("metric") or {}
-    endpoint = metric.get("endpoint")
-    return (metric.get("namespace", ""), endpoint) if endpoint else None
+    endpoint, namespace = metric.get("endpoint"), metric.get("namespace")
+    return (namespace, endpoint) if endpoint and namespace else None
 
 
 def parse_p95(body: Any) -> dict[EndpointKey, int]:
@@ -114,8 +117,8 @@ def observations(
 
 
 def lookup(view: Mapping[EndpointKey, FleetObservation], namespace: str, name: str) -> FleetObservation | None:
-    """The observation for an endpoint: its namespaced series, else one scraped without a namespace."""
-    return view.get((namespace, name)) or view.get(("", name))
+    """The observation for an endpoint: the series of its own namespace only."""
+    return view.get((namespace, name))
 
 
 def meaningful_change(old: FleetObservation | None, new: FleetObservation | None) -> bool:

@@ -2,8 +2,9 @@
 
 What kopf writes to our objects, and why it is acceptable to GitOps tools (which compare the fields
 they applied, so additions under our own prefix are not drift):
-- a finalizer, because every InferenceEndpoint and RoutingPolicy has a reconciler daemon that kopf
-  must stop before the object goes; it is named `hybridroute.io/finalizer`;
+- no finalizer: the reconciler daemons do not require one (handlers/__init__.py says why). The name
+  stays configured as `hybridroute.io/finalizer` so that kopf removes the one older operators put on
+  objects, the first time it sees them;
 - no diff-base or progress annotations in practice (the operator has no on.create/on.update
   handlers, only level-based reconcilers), but both storages are pointed at the `hybridroute.io`
   prefix in annotations so that nothing ever lands in `spec` or in a `status.kopf` field the CRD
@@ -17,14 +18,18 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from hybridroute_operator import webhook
 from hybridroute_operator.apply import Cluster
 from hybridroute_operator.fleet import EndpointKey, FleetObservation
-from hybridroute_operator.handlers import Doorbells
+from hybridroute_operator.handlers import Doorbells, SecretUsers
+from hybridroute_operator.probes import AllowList
+
+if TYPE_CHECKING:
+    from hybridroute_operator.handlers.secrets import SecretWatches
 
 ANNOTATION_PREFIX = "hybridroute.io"
 
@@ -34,7 +39,7 @@ class Tuning:
     """Operator knobs (not kopf's), read from the environment so a Deployment or a test can set them."""
 
     resync_seconds: float = 30.0
-    """Level-based re-check of every object even without events: external probes, Secret existence."""
+    """Level-based re-check of every object even without events (external probes; Secrets have a watch)."""
     probe_timeout_seconds: float = 3.0
     """Bound on one health probe of an external server."""
     error_backoff_seconds: float = 2.0
@@ -43,6 +48,8 @@ class Tuning:
     """Where the routers' metrics are aggregated; enables p95/circuit in InferenceEndpoint status."""
     fleet_interval_seconds: float = 10.0
     """How often the fleet view (p95, circuit) is read from Prometheus."""
+    probe_allow_list: AllowList = field(default_factory=AllowList)
+    """Hosts and networks whose `spec.local.url` the operator may probe; empty: none (probes.py)."""
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Tuning:
@@ -53,6 +60,7 @@ class Tuning:
             error_backoff_seconds=float(source.get("HYBRIDROUTE_ERROR_BACKOFF_SECONDS", cls.error_backoff_seconds)),
             prometheus_url=source.get("HYBRIDROUTE_PROMETHEUS_URL") or None,
             fleet_interval_seconds=float(source.get("HYBRIDROUTE_FLEET_INTERVAL_SECONDS", cls.fleet_interval_seconds)),
+            probe_allow_list=AllowList.parse(source.get("HYBRIDROUTE_PROBE_ALLOWED_HOSTS", "").split(",")),
         )
 
 
@@ -67,6 +75,9 @@ class OperatorState:
     fleet: dict[EndpointKey, FleetObservation] = field(default_factory=dict)
     """Latest meaningful p95/circuit per endpoint from Prometheus (see handlers/fleet.py)."""
     fleet_task: asyncio.Task[None] | None = None
+    secret_users: SecretUsers = field(default_factory=SecretUsers)
+    """Which endpoint references which API-key Secret (handlers/secrets.py wakes them)."""
+    secret_watches: SecretWatches | None = None
 
 
 def state_of(memo: Any) -> OperatorState:

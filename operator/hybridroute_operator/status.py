@@ -169,7 +169,8 @@ def external_server_health(url: str, error: str | None, *, busy: bool = False) -
     `busy`: the probe timed out on a server that was Ready. A local model server answers /models only
     after the requests queued ahead of it, so a slow answer under load means busy, not gone: it stays
     Ready (Degraded says so) and the routers' breakers deal with its latency. Dropping it would leave
-    private requests with nowhere to go. Refused connections and DNS failures are unreachable.
+    private requests with nowhere to go. Refused connections and DNS failures are unreachable, and
+    `error` is one of the generic words of `probes.Outcome` (never a connection error's text).
     """
     if error is None:
         verdict = (True, Reason.ENDPOINT_REACHABLE, f"{url} answered")
@@ -185,10 +186,31 @@ def external_server_health(url: str, error: str | None, *, busy: bool = False) -
     return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
 
 
-def cloud_health(secret_name: str, secret_exists: bool) -> EndpointHealth:
-    """Health of a cloud endpoint: usable once its API key Secret exists (the key is never read)."""
+def probe_not_allowed_health(url: str) -> EndpointHealth:
+    """An existing server the operator may not probe: its host is outside the probe allow-list."""
+    message = (
+        f"{url} was not probed: its host is outside the operator's probe allow-list "
+        "(chart value probes.allowedHosts, flag --probe-allowed-hosts)"
+    )
+    verdict = (False, Reason.PROBE_NOT_ALLOWED, message)
+    return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
+
+
+def cloud_health(secret_name: str, key: str, secret_exists: bool | None) -> EndpointHealth:
+    """Health of a cloud endpoint from its API key Secret's existence (the key is never read).
+
+    `secret_exists` None: the operator may not see Secrets in this namespace (the chart grants that
+    per namespace, `secretCheck.namespaces`), so the Secret is not checked and the endpoint counts as
+    Ready; a missing key then shows in the routers, which skip the endpoint. Where the Secret is
+    seen, its metadata is all the operator reads, so whether it holds `key` is not known here.
+    """
+    if secret_exists is None:
+        message = f"Secret {secret_name} not checked: the operator may not read Secrets in this namespace"
+        verdict = (True, Reason.SECRET_NOT_CHECKED, message)
+        return _health(verdict, _settled(verdict), (False, verdict[1], verdict[2]))
     if secret_exists:
-        verdict = (True, Reason.SECRET_FOUND, f"Secret {secret_name} exists")
+        message = f"Secret {secret_name} exists (key {key} not verified: the operator reads Secret metadata only)"
+        verdict = (True, Reason.SECRET_FOUND, message)
         return _health(verdict, _settled(verdict), _settled(verdict))
     verdict = (False, Reason.SECRET_MISSING, f"Secret {secret_name} not found")
     return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
@@ -283,6 +305,33 @@ def resolved_refs_verdict(refs: Sequence[ResolvedRef]) -> Verdict:
     return Verdict(ConditionType.RESOLVED_REFS, False, reason, "; ".join(parts))
 
 
+def policy_ready_verdict(
+    refs: Sequence[ResolvedRef], config_hash: str | None, config_map: str | None, failure: tuple[str, str] | None
+) -> Verdict:
+    """Ready means usable: a published config that routes to every endpoint the policy names.
+
+    - no config published (compile failure, ConfigMap conflict): False with that reason;
+    - a named endpoint does not exist: False, EndpointsMissing. The config is still published (routers
+      skip the missing one), but the policy is not what was declared: a typo or a missing manifest,
+      which a GitOps health check must show (Argo CD: Degraded);
+    - no endpoint can take traffic: False, NoEndpointsReady (pools starting; Argo CD: Progressing);
+    - otherwise True, also when some existing endpoints are not Ready yet: routers serve with the
+      others and fail over; ResolvedRefs=False names the ones waiting, and each endpoint reports its
+      own health.
+    """
+    if failure is not None:
+        return Verdict(ConditionType.READY, False, *failure)
+    published = f"config {config_hash} in ConfigMap {config_map}"
+    missing = [ref.name for ref in refs if ref.type is None]
+    if missing:
+        message = f"endpoints not found: {', '.join(missing)}; {published} routes without them"
+        return Verdict(ConditionType.READY, False, Reason.ENDPOINTS_MISSING, message)
+    if not any(ref.available for ref in refs):
+        message = f"no endpoint is Ready yet ({', '.join(ref.name for ref in refs)}); {published}"
+        return Verdict(ConditionType.READY, False, Reason.NO_ENDPOINTS_READY, message)
+    return Verdict(ConditionType.READY, True, Reason.COMPILED, published)
+
+
 def policy_status(
     *,
     generation: int,
@@ -294,13 +343,9 @@ def policy_status(
     now: datetime,
 ) -> dict[str, Any]:
     """RoutingPolicy status. On a compile `failure` (reason, message) the last good hash is kept."""
-    if failure is None:
-        ready = Verdict(ConditionType.READY, True, Reason.COMPILED, f"config {config_hash} in ConfigMap {config_map}")
-    else:
-        ready = Verdict(ConditionType.READY, False, *failure)
     conditions = merge_conditions(
         previous.get("conditions") or [],
-        [ready, resolved_refs_verdict(refs)],
+        [policy_ready_verdict(refs, config_hash, config_map, failure), resolved_refs_verdict(refs)],
         generation=generation,
         now=now,
     )

@@ -28,6 +28,8 @@ from typing import Any, Final, Protocol
 import jsonpatch
 import kopf
 
+from hybridroute_operator import ownership
+from hybridroute_operator.api import POLICY_KIND
 from hybridroute_operator.injection import (
     POLICY_LABEL,
     InjectionSettings,
@@ -150,6 +152,13 @@ class Injector:
             raise kopf.AdmissionError(
                 f"{where} has no compiled router config yet (ConfigMap {name} not found); "
                 "check `kubectl get rp` for why, the Pod is admitted once it compiles",
+                code=REFUSED,
+            )
+        if not ownership.controlled_by(configmap.get("metadata") or {}, POLICY_KIND, policy):
+            # Only the compiled config is trusted: a ConfigMap someone else made under the policy's
+            # name could point the router, and the Pod's API keys, anywhere.
+            raise kopf.AdmissionError(
+                f"{where}: ConfigMap {name} is not the policy's compiled config (not controlled by it)",
                 code=REFUSED,
             )
         document = (configmap.get("data") or {}).get(CONFIGMAP_KEY)

@@ -115,7 +115,7 @@ class RouterApp:
 
     def _on_config(self, config: RouterConfig) -> None:
         self.executor.configure(config)
-        self.metrics.set_config(config.policy.name, config.config_hash)
+        self.metrics.set_config(config.policy.name, config.config_hash, config.policy.namespace)
 
     def _breaker_states(self) -> tuple[str, dict[str, str]]:
         config = self.holder.current

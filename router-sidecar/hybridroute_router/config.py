@@ -202,11 +202,13 @@ class PrometheusBreakerConfig(Model):
     """Prometheus base URL; unset disables p95-driven breaking."""
     query: Annotated[str, Field(max_length=4096)] = (
         "histogram_quantile(0.95, sum by (le, endpoint) "
-        '(rate(hybridroute_upstream_duration_seconds_bucket{policy="$policy"}[$window]))) '
+        '(rate(hybridroute_upstream_duration_seconds_bucket{namespace="$namespace", policy="$policy"}[$window]))) '
         "and on (endpoint) sum by (endpoint) "
-        '(rate(hybridroute_upstream_duration_seconds_count{policy="$policy"}[$window])) > 0'
+        '(rate(hybridroute_upstream_duration_seconds_count{namespace="$namespace", policy="$policy"}[$window])) > 0'
     )
-    """PromQL template; $policy and $window are substituted; must return one series per `endpoint` label."""
+    """PromQL template; $namespace, $policy and $window are substituted (the policy's namespace and
+    name: same-named policies in other namespaces are other tenants); must return one series per
+    `endpoint` label."""
     window: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
     """Range for rate() in the query."""
     evaluation_seconds: Annotated[float, Field(ge=0.5, le=600)] = 5
@@ -310,9 +312,17 @@ class ApiKeyRef(Model):
 
 
 def secret_env_name(ref: SecretKeyRef) -> str:
-    """Environment variable the sidecar injector uses for a secret reference."""
-    raw = f"HYBRIDROUTE_SECRET_{ref.name}_{ref.key}"
-    return re.sub(r"[^A-Za-z0-9_]", "_", raw).upper()
+    """Environment variable the sidecar injector uses for a secret reference; one per reference.
+
+    `HYBRIDROUTE_SECRET_<NAME>_<KEY>_<HASH>`: the readable part alone would fold distinct references
+    together (`llm-keys/openai` and `llm.keys/openai`; `providers/OPENAI_KEY` and
+    `providers/openai-key`), and one provider's key could be sent to another. The hash is of the exact
+    `name/key` (`/` cannot occur in either), so distinct references get distinct names; the operator
+    also refuses to compile a policy where two references would share one (compile.py).
+    """
+    readable = re.sub(r"[^A-Za-z0-9]", "_", f"{ref.name}_{ref.key}").upper()
+    digest = hashlib.sha256(f"{ref.name}/{ref.key}".encode()).hexdigest()[:12].upper()
+    return f"HYBRIDROUTE_SECRET_{readable}_{digest}"
 
 
 class EndpointConfig(Model):

@@ -1,8 +1,12 @@
 """Prometheus metrics of one router app, in a registry of its own (prefix `hybridroute_`).
 
 A dedicated `CollectorRegistry` per app keeps tests that run several routers in one process apart.
-`hybridroute_upstream_duration_seconds{policy,endpoint}` is a contract: the p95 breaker's PromQL
-template (config.PrometheusBreakerConfig.query) reads exactly that name and those labels.
+`hybridroute_upstream_duration_seconds{namespace,policy,endpoint}` is a contract: the p95 breaker's
+PromQL template (config.PrometheusBreakerConfig.query) and the operator's fleet queries read exactly
+that name and those labels. Every series carries the policy's namespace: same-named policies in two
+namespaces are different tenants. Scraped by a PodMonitor, the target's own `namespace` label (the
+Pod's, which is the policy's) takes the name and ours becomes `exported_namespace`; scraped without
+one, ours is the label. Either way `namespace` is the policy's namespace.
 
 Hot path: labelled children are cached per label tuple, so a request costs dictionary lookups and a
 few float additions. The breaker-state gauge is filled at scrape time from the registry's states
@@ -63,94 +67,94 @@ class RouterMetrics:
         self.requests = Counter(
             "hybridroute_requests",
             "Client requests by serving endpoint (empty when none) and outcome.",
-            ["policy", "endpoint", "outcome"],
+            ["namespace", "policy", "endpoint", "outcome"],
             registry=r,
         )
         self.upstream_duration = Histogram(
             "hybridroute_upstream_duration_seconds",
             "Duration of upstream attempts, from send to the last byte.",
-            ["policy", "endpoint"],
+            ["namespace", "policy", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
             "hybridroute_upstream_ttft_seconds",
             "Time from sending an upstream attempt to its first body byte.",
-            ["policy", "endpoint"],
+            ["namespace", "policy", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.attempts = Histogram(
             "hybridroute_request_attempts",
             "Upstream attempts per client request.",
-            ["policy"],
+            ["namespace", "policy"],
             buckets=ATTEMPT_BUCKETS,
             registry=r,
         )
         self.upstream_attempts = Counter(
             "hybridroute_upstream_attempts",
             "Upstream attempts by endpoint and result.",
-            ["policy", "endpoint", "result"],
+            ["namespace", "policy", "endpoint", "result"],
             registry=r,
         )
         self.fallbacks = Counter(
             "hybridroute_fallbacks",
             "Moves from one candidate to the next, by the endpoint left and why.",
-            ["policy", "endpoint", "reason"],
+            ["namespace", "policy", "endpoint", "reason"],
             registry=r,
         )
         self.breaker_state = Gauge(
             "hybridroute_breaker_state",
             "Circuit breaker state per endpoint (1 for the current state).",
-            ["policy", "endpoint", "state"],
+            ["namespace", "policy", "endpoint", "state"],
             registry=r,
         )
         self.prometheus_up = Gauge(
             "hybridroute_prometheus_up",
             "1 when the last p95 query to Prometheus answered, 0 when it failed; absent before the first.",
-            ["policy"],
+            ["namespace", "policy"],
             registry=r,
         )
         self.prometheus_last_evaluation = Gauge(
             "hybridroute_prometheus_last_evaluation_timestamp_seconds",
             "Unix time of the last p95 evaluation, answered or not.",
-            ["policy"],
+            ["namespace", "policy"],
             registry=r,
         )
         self.endpoint_p95 = Gauge(
             "hybridroute_endpoint_p95_seconds",
             "Endpoint p95 latency from the last evaluation; absent while unknown (no data, NaN, Prometheus down).",
-            ["policy", "endpoint"],
+            ["namespace", "policy", "endpoint"],
             registry=r,
         )
         self.capacity_skips = Counter(
             "hybridroute_capacity_skips",
             "Requests that skipped an endpoint at its maxConcurrency in this router (shed, never queued).",
-            ["policy", "endpoint"],
+            ["namespace", "policy", "endpoint"],
             registry=r,
         )
         self.tokens = Counter(
             "hybridroute_tokens",
             "Tokens by endpoint and direction (input/output), from upstream usage or estimates.",
-            ["policy", "endpoint", "direction"],
+            ["namespace", "policy", "endpoint", "direction"],
             registry=r,
         )
         self.cost = Counter(
             "hybridroute_cost_usd",
             "Estimated spend in USD by endpoint.",
-            ["policy", "endpoint"],
+            ["namespace", "policy", "endpoint"],
             registry=r,
         )
         self.privacy_blocks = Counter(
             "hybridroute_privacy_blocks",
             "Sensitive requests kept away from cloud endpoints (outcome: served locally or rejected).",
-            ["policy", "outcome"],
+            ["namespace", "policy", "outcome"],
             registry=r,
         )
         self.config_info = Gauge(
             "hybridroute_config_info",
             "The config being served (value 1).",
-            ["policy", "config_hash"],
+            ["namespace", "policy", "config_hash"],
             registry=r,
         )
         self.config_reload_failures = Counter(
@@ -160,14 +164,16 @@ class RouterMetrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._namespace = "default"
+        """The policy's namespace (PolicyRef's default until a config arrives)."""
         self._breaker_states: Callable[[], tuple[str, Mapping[str, str]]] | None = None
         self._p95_status: Callable[[], tuple[str, EvaluationStatus | None]] | None = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
+        key = (id(metric), self._namespace, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._children[key] = metric.labels(self._namespace, *labels)
         return child
 
     # ---------------------------------------------------------------------------------------------
@@ -203,9 +209,11 @@ class RouterMetrics:
     # ---------------------------------------------------------------------------------------------
     # config and scrape
 
-    def set_config(self, policy: str, config_hash: str) -> None:
+    def set_config(self, policy: str, config_hash: str, namespace: str) -> None:
+        """A config was swapped in: its hash, and the policy namespace every series carries from now on."""
+        self._namespace = namespace
         self.config_info.clear()
-        self.config_info.labels(policy, config_hash).set(1)
+        self.config_info.labels(namespace, policy, config_hash).set(1)
 
     def config_refused(self, source: str) -> None:
         self.config_reload_failures.labels(source).inc()
@@ -224,7 +232,9 @@ class RouterMetrics:
             self.breaker_state.clear()
             for endpoint, current in states.items():
                 for state in BREAKER_STATES:
-                    self.breaker_state.labels(policy, endpoint, state).set(1 if state == current else 0)
+                    self.breaker_state.labels(self._namespace, policy, endpoint, state).set(
+                        1 if state == current else 0
+                    )
         if self._p95_status is not None:
             self._render_p95(*self._p95_status())
         return generate_latest(self.registry)
@@ -235,9 +245,10 @@ class RouterMetrics:
             gauge.clear()
         if status is None or status.up is None:
             return
-        self.prometheus_up.labels(policy).set(1 if status.up else 0)
+        namespace = self._namespace
+        self.prometheus_up.labels(namespace, policy).set(1 if status.up else 0)
         if status.last_evaluation is not None:
-            self.prometheus_last_evaluation.labels(policy).set(status.last_evaluation)
+            self.prometheus_last_evaluation.labels(namespace, policy).set(status.last_evaluation)
         for endpoint, p95_ms in status.values.items():
             if p95_ms is not None:
-                self.endpoint_p95.labels(policy, endpoint).set(p95_ms / 1000)
+                self.endpoint_p95.labels(namespace, policy, endpoint).set(p95_ms / 1000)

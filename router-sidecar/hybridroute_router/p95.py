@@ -31,9 +31,9 @@ Observation = Mapping[str, float | None]
 """p95 in milliseconds per endpoint name; None means unknown for that endpoint."""
 
 
-def render_query(template: str, policy: str, window: str) -> str:
-    """Substitute $policy and $window in the PromQL template."""
-    return template.replace("$policy", policy).replace("$window", window)
+def render_query(template: str, policy: str, window: str, *, namespace: str = "default") -> str:
+    """Substitute $namespace, $policy and $window in the PromQL template (namespace: PolicyRef's default)."""
+    return template.replace("$namespace", namespace).replace("$policy", policy).replace("$window", window)
 
 
 def parse_query_result(body: Any) -> dict[str, float]:
@@ -76,10 +76,12 @@ class EvaluationStatus:
     values: dict[str, float | None] = field(default_factory=dict)
 
 
-async def query_p95(session: aiohttp.ClientSession, cfg: PrometheusBreakerConfig, policy: str) -> dict[str, float]:
+async def query_p95(
+    session: aiohttp.ClientSession, cfg: PrometheusBreakerConfig, policy: str, namespace: str
+) -> dict[str, float]:
     """One bounded instant query; raises on any failure (connection, timeout, status, shape)."""
     assert cfg.url is not None
-    params = {"query": render_query(cfg.query, policy, cfg.window)}
+    params = {"query": render_query(cfg.query, policy, cfg.window, namespace=namespace)}
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds)
     async with session.get(f"{cfg.url.rstrip('/')}/api/v1/query", params=params, timeout=timeout) as response:
         body = await response.json(content_type=None)
@@ -113,7 +115,9 @@ class P95Evaluator:
         cfg = config.circuit_breaker.prometheus
         names = [endpoint.name for endpoint in config.endpoints]
         try:
-            values: dict[str, float] | None = await query_p95(self._session, cfg, config.policy.name)
+            values: dict[str, float] | None = await query_p95(
+                self._session, cfg, config.policy.name, config.policy.namespace
+            )
             self.status.up, self.status.last_error = True, None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             values = None

@@ -4,15 +4,25 @@ Each InferenceEndpoint and RoutingPolicy gets one level-based reconciler (a kopf
 at the whole current state, converges it, and sleeps until a watch event rings its doorbell or the
 resync period passes. Event handlers only ring doorbells, so there is exactly one code path per
 kind and nothing depends on seeing every intermediate change.
+
+No finalizer: kopf puts one on every object that has a daemon, so that it can stop the daemon before
+the object goes. The operator has no external cleanup to do (children go with their ownerReferences),
+and a finalizer would make deleting an object, or its namespace, hang whenever the operator is not
+running (uninstalled with the CRDs kept, scaled down, crash-looping). `release_daemons_from_finalizer`
+drops that requirement (kopf then also removes the finalizer an older operator put on an object), and
+the DELETED watch event stops the object's reconciler instead (`Doorbells.gone`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+import kopf
 
 ObjectKey = tuple[str, str]
 """(namespace, name)"""
@@ -23,25 +33,30 @@ class Doorbells:
 
     def __init__(self) -> None:
         self._bells: dict[ObjectKey, asyncio.Event] = {}
+        self._gone: dict[ObjectKey, str] = {}
+        """uid of the object last deleted under each key (a new object of that name has another uid)"""
+
+    def gone(self, key: ObjectKey, uid: str) -> None:
+        """The object `uid` was deleted: its reconciler stops at its next wake-up, which this is."""
+        self._gone[key] = uid
+        self.ring(key)
+
+    def is_gone(self, key: ObjectKey, uid: str) -> bool:
+        return self._gone.get(key) == uid
 
     @contextlib.contextmanager
     def installed(self, key: ObjectKey) -> Iterator[asyncio.Event]:
-        bell = self._bells.setdefault(key, asyncio.Event())
+        bell = self._bells[key] = asyncio.Event()  # the newest reconciler of a name gets the rings
         try:
             yield bell
         finally:
-            self._bells.pop(key, None)
+            if self._bells.get(key) is bell:  # not a successor's (a new object of the same name)
+                del self._bells[key]
 
     def ring(self, key: ObjectKey) -> None:
         bell = self._bells.get(key)
         if bell is not None:
             bell.set()
-
-    def ring_name(self, name: str) -> None:
-        """Wake every object with this name, whatever its namespace."""
-        for (_, bell_name), bell in self._bells.items():
-            if bell_name == name:
-                bell.set()
 
     def ring_namespace(self, namespace: str) -> None:
         for (bell_namespace, _), bell in self._bells.items():
@@ -49,22 +64,50 @@ class Doorbells:
                 bell.set()
 
 
+def release_daemons_from_finalizer(registry: kopf.OperatorRegistry | None = None) -> None:
+    """Let kopf run our daemons without putting its finalizer on the objects (see the docstring).
+
+    kopf hard-codes `requires_finalizer=True` for daemons and has no public switch, so the registered
+    handlers are replaced by copies without it; tests/test_operator_ownership.py proves kopf honours it.
+    """
+    spawning = (registry or kopf.get_default_registry())._spawning
+    spawning._handlers = [dataclasses.replace(handler, requires_finalizer=False) for handler in spawning._handlers]
+
+
+class SecretUsers:
+    """Which endpoint references which Secret, so an event wakes exactly those endpoints."""
+
+    def __init__(self) -> None:
+        self._secret_of: dict[ObjectKey, str] = {}
+
+    def uses(self, endpoint: ObjectKey, secret: str) -> None:
+        self._secret_of[endpoint] = secret
+
+    def forget(self, endpoint: ObjectKey) -> None:
+        self._secret_of.pop(endpoint, None)
+
+    def of(self, namespace: str, secret: str) -> list[ObjectKey]:
+        return [key for key, name in self._secret_of.items() if key[0] == namespace and name == secret]
+
+
 async def reconcile_until_stopped(
     reconcile: Callable[[], Awaitable[None]],
     *,
     bell: asyncio.Event,
     stopped: Any,
+    gone: Callable[[], bool] = lambda: False,
     resync_seconds: float,
     error_backoff_seconds: float,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    """Run `reconcile` now, again whenever `bell` rings, and at least every `resync_seconds`.
+    """Run `reconcile` now, again whenever `bell` rings, and at least every `resync_seconds`, until
+    kopf stops the daemon or the object is `gone` (deleted: no finalizer makes kopf wait for us).
 
     A failure is logged and retried with exponential backoff capped at the resync period; the loop
     itself never dies from a reconcile error.
     """
     failures = 0
-    while not stopped:
+    while not stopped and not gone():
         bell.clear()  # cleared before reconciling: a ring during the reconcile is not lost
         try:
             await reconcile()

@@ -1,11 +1,16 @@
 """InferenceEndpoint reconciler: converge children, observe health, write status (never spec).
 
-- managed pool (`spec.local.server`): server-side apply the Deployment and Service, then read
+- managed pool (`spec.local.server`): claim the Deployment and Service (an object of that name the
+  endpoint does not control is refused, never adopted: Ready=False, OwnershipConflict), server-side
+  apply them without force (a field someone else manages: Ready=False, FieldConflict), then read
   readiness from the Deployment the API server returned; events on the owned Deployment wake the
   reconciler so readiness flows into status promptly;
-- existing server (`spec.local.url`): GET {url}/models with a short timeout on every pass;
-- cloud: the API key Secret must exist (metadata-only check; the key is never read).
-The resync period re-runs every pass even without events (probes, a Secret created later).
+- existing server (`spec.local.url`): GET {url}/models with a short timeout on every pass, only
+  where the probe allow-list admits the host (probes.py); status carries generic outcomes only;
+- cloud: the API key Secret must exist (metadata-only check; the key is never read); a watch on the
+  namespace's Secrets (handlers/secrets.py) wakes the reconciler when it appears or goes. Where the
+  operator may not see Secrets, the endpoint is Ready with reason SecretNotChecked.
+The resync period re-runs every pass even without events (external probes above all).
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from hybridroute_operator import fleet, render, status
+from hybridroute_operator import fleet, ownership, probes, render, status
 from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, VERSION, InferenceEndpointSpec, Reason
+from hybridroute_operator.apply import OwnershipConflict
 from hybridroute_operator.compile import plain_copy
 from hybridroute_operator.handlers import reconcile_until_stopped
 from hybridroute_operator.settings import OperatorState, state_of
 
 
 @kopf.on.event(GROUP, VERSION, ENDPOINT_PLURAL)
-def endpoint_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    state_of(memo).endpoint_doorbells.ring((namespace or "", name))
+def endpoint_changed(type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    key = (namespace or "", name)
+    if type == "DELETED":
+        state_of(memo).endpoint_doorbells.gone(key, body["metadata"]["uid"])
+        state_of(memo).secret_users.forget(key)
+    else:
+        state_of(memo).endpoint_doorbells.ring(key)
 
 
 @kopf.on.event(
@@ -52,11 +62,13 @@ async def endpoint_reconciler(
     **_: Any,
 ) -> None:
     state = state_of(memo)
-    with state.endpoint_doorbells.installed((namespace or "", name)) as bell:
+    key, uid = (namespace or "", name), body["metadata"]["uid"]
+    with state.endpoint_doorbells.installed(key) as bell:
         await reconcile_until_stopped(
             lambda: reconcile_endpoint(body, state),
             bell=bell,
             stopped=stopped,
+            gone=lambda: state.endpoint_doorbells.is_gone(key, uid),
             resync_seconds=state.tuning.resync_seconds,
             error_backoff_seconds=state.tuning.error_backoff_seconds,
             logger=logger,
@@ -78,25 +90,43 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
     failure: Exception | None = None
     if spec.cloud is not None:
         url, model = spec.cloud.effective_base_url(), spec.cloud.model
-        secret = spec.cloud.api_key_secret_ref.name
-        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret)
-        health = status.cloud_health(secret, exists)
+        secret = spec.cloud.api_key_secret_ref
+        state.secret_users.uses((namespace, name), secret.name)
+        if state.secret_watches is not None:
+            state.secret_watches.ensure(namespace)  # its events wake this reconciler (handlers/secrets.py)
+        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret.name)
+        health = status.cloud_health(secret.name, secret.key, exists)
     elif spec.local is not None and spec.local.url is not None:
         url, model = spec.local.url, spec.local.model
-        error, timed_out = await probe_server(url, timeout_seconds=state.tuning.probe_timeout_seconds)
+        timeout = state.tuning.probe_timeout_seconds
+        outcome = await probes.probe_server(url, allow=state.tuning.probe_allow_list, timeout_seconds=timeout)
         was_ready = status.is_true((body.get("status") or {}).get("conditions") or [], "Ready")
-        health = status.external_server_health(url, error, busy=timed_out and was_ready)
+        if outcome is probes.Outcome.NOT_ALLOWED:
+            health = status.probe_not_allowed_health(url)
+        else:
+            busy = outcome is probes.Outcome.TIMED_OUT and was_ready
+            health = status.external_server_health(url, outcome.problem(timeout), busy=busy)
     elif spec.local is not None:
         model = spec.local.model
         owner = render.Owner(name=name, namespace=namespace, uid=metadata["uid"])
         pool = render.managed_pool(owner, spec.local)
         url = pool.url
         try:
+            for child in (pool.service, pool.deployment):  # both claimed before either is written
+                await asyncio.to_thread(state.cluster.claim, child)
             await asyncio.to_thread(state.cluster.apply, pool.service)
             deployment = await asyncio.to_thread(state.cluster.apply, pool.deployment)
+        except OwnershipConflict as exc:
+            health = status.failed_health(Reason.OWNERSHIP_CONFLICT, str(exc))
         except kubernetes.client.ApiException as exc:
-            failure = exc
-            health = status.failed_health(Reason.RECONCILE_FAILED, f"applying children failed: {_api_reason(exc)}")
+            if exc.status == 409:
+                conflicts = ownership.field_conflicts(exc.body)
+                message = f"fields of the pool managed by someone else, not overwritten: {conflicts}"
+                health = status.failed_health(Reason.FIELD_CONFLICT, message)
+            else:
+                failure = exc
+                message = f"applying children failed: {_api_reason(exc)}"
+                health = status.failed_health(Reason.RECONCILE_FAILED, message)
         else:
             health = status.managed_pool_health(deployment)
     else:  # CEL rejects this shape; keep the status honest if an old schema let it in
@@ -151,23 +181,6 @@ def _announce_circuit(body: kopf.Body, before: Any, after: Any) -> None:
     kopf.event(
         body, type=kind, reason=CIRCUIT_EVENT_REASONS[after], message=f"circuit {before} -> {after} (fleet view)"
     )
-
-
-async def probe_server(url: str, *, timeout_seconds: float) -> tuple[str | None, bool]:
-    """GET {url}/models: (None, False) when it answers below 500, else (what went wrong, timed out?)."""
-    target = url.rstrip("/") + "/models"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session,
-            session.get(target, allow_redirects=False) as response,
-        ):
-            if response.status >= 500:
-                return f"HTTP {response.status} from /models", False
-            return None, False
-    except TimeoutError:
-        return f"no answer within {timeout_seconds:g}s", True
-    except aiohttp.ClientError as exc:
-        return f"{type(exc).__name__}: {exc}", False
 
 
 def _api_reason(exc: kubernetes.client.ApiException) -> str:

@@ -49,11 +49,8 @@ async def poll(state: OperatorState, prometheus_url: str) -> None:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("prometheus unreadable, keeping the last fleet view: %s", type(exc).__name__)
             else:
-                for namespace, name in merge_view(state, view):
-                    if namespace:
-                        state.endpoint_doorbells.ring((namespace, name))
-                    else:
-                        state.endpoint_doorbells.ring_name(name)
+                for key in merge_view(state, view):
+                    state.endpoint_doorbells.ring(key)
             await asyncio.sleep(state.tuning.fleet_interval_seconds)
 
 

@@ -3,9 +3,12 @@
 A kopf index keeps a snapshot of every InferenceEndpoint per namespace; any endpoint event (appears,
 changes, becomes ready, disappears) rings the doorbells of that namespace's policies, which
 recompile from the index. The compile is pure and cheap; the ConfigMap write is a server-side apply
-that the API server drops when nothing changed, so a recompile that yields the same hash costs one
-request and changes nothing. A policy that fails to compile leaves the last good ConfigMap alone and
-reports Ready=False (CompileFailed) with a Warning event.
+that the API server drops when nothing changed, so a recompile that yields the same hash costs two
+requests (claim, apply) and changes nothing. A policy that fails to compile leaves the last good
+ConfigMap alone and reports Ready=False (CompileFailed) with a Warning event. A ConfigMap of the
+policy's name that the policy does not control is refused (Ready=False, OwnershipConflict); the
+policy's own ConfigMap always gets the compiled content back, with a Warning event when that
+overwrote a hand edit.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-import kubernetes
 from pydantic import ValidationError
 
 from hybridroute_operator import status
@@ -29,6 +31,7 @@ from hybridroute_operator.api import (
     Reason,
     RoutingPolicySpec,
 )
+from hybridroute_operator.apply import OwnershipConflict
 from hybridroute_operator.compile import (
     CompileError,
     EndpointSnapshot,
@@ -54,8 +57,12 @@ def endpoint_seen(namespace: str | None, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-def policy_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    state_of(memo).policy_doorbells.ring((namespace or "", name))
+def policy_changed(type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    key = (namespace or "", name)
+    if type == "DELETED":
+        state_of(memo).policy_doorbells.gone(key, body["metadata"]["uid"])
+    else:
+        state_of(memo).policy_doorbells.ring(key)
 
 
 @kopf.daemon(GROUP, VERSION, POLICY_PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
@@ -71,11 +78,13 @@ async def policy_reconciler(
     # kopf passes each index as a keyword named after its function
     endpoints: kopf.Index[str, EndpointSnapshot] = kwargs["endpoints_by_namespace"]
     state = state_of(memo)
-    with state.policy_doorbells.installed((namespace or "", name)) as bell:
+    key, uid = (namespace or "", name), body["metadata"]["uid"]
+    with state.policy_doorbells.installed(key) as bell:
         await reconcile_until_stopped(
             lambda: reconcile_policy(body, state, endpoints.get(namespace or "", [])),
             bell=bell,
             stopped=stopped,
+            gone=lambda: state.policy_doorbells.is_gone(key, uid),
             resync_seconds=state.tuning.resync_seconds,
             error_backoff_seconds=state.tuning.error_backoff_seconds,
             logger=logger,
@@ -117,12 +126,15 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         config_hash = compiled.config.config_hash
         manifest = config_map(policy_owner(name, namespace, uid), compiled.config)
         try:
-            await asyncio.to_thread(state.cluster.apply, manifest, force=False)
-        except kubernetes.client.ApiException as exc:
-            if exc.status != 409:
-                raise
-            # Someone else's ConfigMap has the policy's name: never overwrite it.
-            failure = (Reason.RECONCILE_FAILED, f"ConfigMap {name} exists and is managed by someone else")
+            overwritten = await asyncio.to_thread(state.cluster.apply_config_map, manifest)
+        except OwnershipConflict as exc:
+            # Someone else's ConfigMap has the policy's name: never overwrite or adopt it.
+            failure = (Reason.OWNERSHIP_CONFLICT, str(exc))
+        else:
+            if overwritten:
+                editors = ", ".join(overwritten)
+                message = f"ConfigMap {name} was edited by hand ({editors}); the compiled config was put back"
+                kopf.event(body, type="Warning", reason=Reason.HAND_EDIT_OVERWRITTEN, message=message)
 
     desired = status.policy_status(
         generation=generation,

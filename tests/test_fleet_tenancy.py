@@ -1,0 +1,74 @@
+"""Same-named policies in two namespaces never read each other's latency (issue 11, item 6).
+
+Two real routers serve a policy named `default` with an endpoint named `local`, one for the test's
+namespace (a fast local server) and one for another tenant (a slow one). A real Prometheus scrapes
+both as static targets, so the namespace on the series is the router's own label. The router's
+default p95 query, rendered for each router's namespace, must see only its own traffic; and the
+operator, with that Prometheus, must put the fast p95 into the test namespace's InferenceEndpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from e2e.upstream_sim import UpstreamSim
+from hybridroute_operator.api import ENDPOINT_PLURAL
+from hybridroute_router.config import PrometheusBreakerConfig
+from hybridroute_router.p95 import parse_query_result, render_query
+from tests.fixtures.operator import Kube, eventually
+from tests.fixtures.prometheus import PrometheusServer
+from tests.fixtures.upstreams import RunningRouter, endpoint, router_config
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
+OTHER_TENANT = "team-b"
+
+
+def p95_for(prometheus: PrometheusServer, namespace: str) -> dict[str, float]:
+    """The router's own default p95 query, as the router of `namespace` renders it."""
+    query = render_query(PrometheusBreakerConfig().query, "default", "1m", namespace=namespace)
+    url = f"{prometheus.url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: dict[str, Any] = json.load(response)
+    return parse_query_result(body)
+
+
+def test_same_named_policies_in_two_namespaces_keep_their_p95_apart(
+    kube: Kube,
+    operator_factory: Callable[..., Path],
+    prometheus: PrometheusServer,
+    upstream_sim: Callable[..., UpstreamSim],
+    router: Callable[..., RunningRouter],
+) -> None:
+    fast, slow = upstream_sim("local", latency_ms=10), upstream_sim("local", latency_ms=600)
+    ours = router(router_config(endpoint("local", fast), policy={"namespace": kube.namespace, "name": "default"}))
+    theirs = router(router_config(endpoint("local", slow), policy={"namespace": OTHER_TENANT, "name": "default"}))
+    prometheus.set_targets([f"127.0.0.1:{ours.port}", f"127.0.0.1:{theirs.port}"])  # no target labels
+    kube.create(ENDPOINT_PLURAL, "local", {"type": "local", "local": {"url": fast.base_url, "model": "m"}})
+    operator_factory({"HYBRIDROUTE_PROMETHEUS_URL": prometheus.url, "HYBRIDROUTE_FLEET_INTERVAL_SECONDS": "1"})
+
+    clients = [openai.OpenAI(base_url=r.base_url, api_key="client-key", max_retries=0) for r in (ours, theirs)]
+
+    def both_seen() -> tuple[dict[str, float], dict[str, float]] | None:
+        for client in clients:
+            for _ in range(3):
+                client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        mine, other = p95_for(prometheus, kube.namespace), p95_for(prometheus, OTHER_TENANT)
+        return (mine, other) if "local" in mine and "local" in other else None
+
+    mine, other = eventually(both_seen, "p95 series for both tenants", timeout=60)
+    assert mine["local"] < 100, mine  # 10 ms upstream: its own buckets only
+    assert other["local"] >= 500, other  # 600 ms upstream
+
+    def status_p95() -> int | None:
+        found = ((kube.get(ENDPOINT_PLURAL, "local") or {}).get("status") or {}).get("latencyP95Ms")
+        return int(found) if found else None
+
+    assert eventually(status_p95, "p95 in the endpoint's status", timeout=60) < 100
