@@ -50,7 +50,7 @@ def test_same_named_policies_in_two_namespaces_keep_their_p95_apart(
     fast, slow = upstream_sim("local", latency_ms=10), upstream_sim("local", latency_ms=600)
     ours = router(router_config(endpoint("local", fast), policy={"namespace": kube.namespace, "name": "default"}))
     theirs = router(router_config(endpoint("local", slow), policy={"namespace": OTHER_TENANT, "name": "default"}))
-    prometheus.set_targets([f"127.0.0.1:{ours.port}", f"127.0.0.1:{theirs.port}"])  # no target labels
+    prometheus.set_targets([f"127.0.0.1:{ours.metrics_port}", f"127.0.0.1:{theirs.metrics_port}"])  # no target labels
     kube.create(ENDPOINT_PLURAL, "local", {"type": "local", "local": {"url": fast.base_url, "model": "m"}})
     operator_factory({"HYBRIDROUTE_PROMETHEUS_URL": prometheus.url, "HYBRIDROUTE_FLEET_INTERVAL_SECONDS": "1"})
 
