@@ -535,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slo-p95-ms", type=int, help="the policy's p95 SLO per endpoint (default 5000)")
     args = parser.parse_args(argv)
     state_dir = args.dir.resolve()
-    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir), settings=_settings(args))
+    # The demo's model servers still run on the host and its sample pool on the stand-in node; until
+    # they run as pods (issue 9, item 4) it needs only the API, so it starts no real node.
+    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir, with_node=False), settings=_settings(args))
     try:
         if args.command == "up":
             up(demo)

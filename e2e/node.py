@@ -297,7 +297,7 @@ class Node:
         """Stop the components, kill every pod process and shim, unmount and remove the cgroups."""
         for name in reversed(COMPONENTS[1:]):
             processes.stop(self.state_dir, name)
-        shims = self._shims()
+        shims = self.shims()
         self._kill_pods()
         for pid in shims:
             _kill(pid)
@@ -309,7 +309,7 @@ class Node:
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
         self._remove_cgroups()
 
-    def _shims(self) -> dict[int, Path]:
+    def shims(self) -> dict[int, Path]:
         """containerd's shims for this node (by the socket they were started with) and their sockets."""
         found = {}
         address = str(self.containerd_socket)
@@ -333,7 +333,8 @@ class Node:
         dirs += [hierarchy / self.cgroup for hierarchy in self._hierarchies() if (hierarchy / self.cgroup).is_dir()]
         return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
 
-    def _pod_pids(self) -> set[int]:
+    def pod_pids(self) -> set[int]:
+        """The processes of every container on the node (they live in the node's cgroups)."""
         pids: set[int] = set()
         for cgroup in self._cgroup_dirs():
             procs = cgroup / "cgroup.procs"
@@ -343,7 +344,7 @@ class Node:
 
     def _kill_pods(self) -> None:
         deadline = time.monotonic() + 30
-        while pids := self._pod_pids():
+        while pids := self.pod_pids():
             for pid in pids:
                 _kill(pid)
             if time.monotonic() > deadline:
@@ -368,8 +369,8 @@ class Node:
     def leftovers(self) -> list[str]:
         """What of the node still exists (empty after `stop`): processes, mounts, cgroups, sockets."""
         found = [f"process {name} ({pid})" for name, pid in self.pids().items() if pid is not None]
-        found += [f"shim process {pid}" for pid in self._shims()]
-        found += [f"pod process {pid}" for pid in self._pod_pids()]
+        found += [f"shim process {pid}" for pid in self.shims()]
+        found += [f"pod process {pid}" for pid in self.pod_pids()]
         found += [f"mount {path}" for path in self._mounts()]
         found += [f"cgroup {path}" for path in self._cgroup_dirs()]
         return found

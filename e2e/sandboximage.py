@@ -7,7 +7,7 @@ module (the toolchain build already downloaded it), with `gcc -static` as Kubern
 and wraps the binary as a one-layer image archive that `ctr images import` reads. The archive is
 cached under the toolchain cache, keyed by the hash of the source, and rebuilt when it changes.
 
-`write_archive` is the same wrapping for any static root filesystem: tests use it for tiny images.
+`static_image` does the same for any one-file C program: tests use it for a tiny HTTP server image.
 """
 
 from __future__ import annotations
@@ -68,14 +68,13 @@ def write_archive(
     name: str,
     files: Mapping[str, tuple[bytes, int]],
     entrypoint: Sequence[str],
-    user: str = "",
 ) -> Path:
     """Write a one-layer image archive (the docker-archive format `ctr images import` reads)."""
     layer = _tar_bytes(files)
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": list(entrypoint), "User": user, "WorkingDir": "/"},
+        "config": {"Entrypoint": list(entrypoint), "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"]},
     }
     config_bytes = json.dumps(config, sort_keys=True).encode()
@@ -94,11 +93,10 @@ def write_archive(
     return target
 
 
-def static_binary(source: Path, output: Path, defines: Sequence[str] = ()) -> Path:
-    """Compile one C file into a static binary (no libc needed in the image)."""
+def _static_binary(source: Path, output: Path, defines: Sequence[str]) -> Path:
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise SandboxImageError("gcc is needed to compile the pause binary: run e2e/install-system-deps.sh")
+        raise SandboxImageError(f"gcc is needed to compile {source.name}: run e2e/install-system-deps.sh")
     proc = subprocess.run(
         [gcc, "-Os", "-Wall", "-Werror", "-static", *(f"-D{d}" for d in defines), "-o", str(output), str(source)],
         capture_output=True,
@@ -110,14 +108,25 @@ def static_binary(source: Path, output: Path, defines: Sequence[str] = ()) -> Pa
     return output
 
 
-def build() -> Path:
-    """The pause image archive, built on first use and whenever pause.c changes."""
-    source = _pause_source()
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    archive = toolchain.cache_root() / "images" / f"pause-{PAUSE_VERSION}-{digest}.tar"
+def static_image(source: Path, name: str, binary: str, defines: Sequence[str] = ()) -> Path:
+    """An image archive holding one C file compiled static as /BINARY (its entrypoint), no libc needed.
+
+    Cached under the toolchain cache by the hash of the source, the name and the defines, so a
+    changed source builds a new archive and an unchanged one costs nothing.
+    """
+    key = hashlib.sha256(b"\0".join([source.read_bytes(), name.encode(), *(d.encode() for d in defines)]))
+    stem = f"{binary}-{key.hexdigest()[:16]}"
+    archive = toolchain.cache_root() / "images" / f"{stem}.tar"
     if archive.is_file():
         return archive
-    binary = static_binary(source, archive.with_name(f"pause-{digest}.bin"), (f"VERSION=v{PAUSE_VERSION}-hybridroute",))
-    written = write_archive(archive, SANDBOX_IMAGE, {"pause": (binary.read_bytes(), 0o755)}, ["/pause"])
-    binary.unlink()
-    return written
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    compiled = _static_binary(source, archive.with_name(f"{stem}.bin"), defines)
+    try:
+        return write_archive(archive, name, {binary: (compiled.read_bytes(), 0o755)}, [f"/{binary}"])
+    finally:
+        compiled.unlink()
+
+
+def build() -> Path:
+    """The pause image archive, built on first use and whenever pause.c changes."""
+    return static_image(_pause_source(), SANDBOX_IMAGE, "pause", (f"VERSION=v{PAUSE_VERSION}-hybridroute",))
