@@ -50,6 +50,17 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 # containerd 1.6 keeps every shim's socket here whatever its state dir (runtime/v2/shim/util.go).
 _SHIM_SOCKET_DIR = Path("/run/containerd/s")
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+# Host-wide kernel settings the kubelet rewrites at start (setupKernelTunables): `stop` puts back the
+# values found before, so the host is left as it was.
+_KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+_PROC_SYS = Path("/proc/sys")
 
 
 class NodeError(RuntimeError):
@@ -90,6 +101,7 @@ class Node:
         for sub in ("containerd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "runc"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._make_cgroups()
+        self._save_sysctls()
         (self.dir / "cni" / "net.d" / "10-hybridroute.conflist").write_text(
             json.dumps(self.network.cni_config(self.dir / "cni" / "ipam"), indent=2)
         )
@@ -119,6 +131,21 @@ class Node:
             if hierarchy.name == "cpuset":  # a cpuset cgroup starts empty; give it the parent's CPUs and memory
                 for knob in ("cpuset.cpus", "cpuset.mems"):
                     (path / knob).write_text((hierarchy / knob).read_text())
+
+    @property
+    def _sysctl_record(self) -> Path:
+        return self.dir / "sysctl-before-kubelet.json"
+
+    def _save_sysctls(self) -> None:
+        if not self._sysctl_record.exists():  # a restart keeps the values found before the first start
+            values = {key: (_PROC_SYS / key).read_text().strip() for key in _KUBELET_SYSCTLS}
+            self._sysctl_record.write_text(json.dumps(values))
+
+    def _restore_sysctls(self) -> None:
+        if self._sysctl_record.exists():
+            for key, value in json.loads(self._sysctl_record.read_text()).items():
+                (_PROC_SYS / key).write_text(value)
+            self._sysctl_record.unlink()
 
     @staticmethod
     def _hierarchies() -> list[Path]:
@@ -294,7 +321,8 @@ class Node:
 
     # -- stop ----------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop the components, kill every pod process and shim, unmount and remove the cgroups."""
+        """Stop the components, kill every pod process and shim, unmount, remove the cgroups and put
+        back the kernel settings the kubelet changed."""
         for name in reversed(COMPONENTS[1:]):
             processes.stop(self.state_dir, name)
         shims = self.shims()
@@ -308,6 +336,7 @@ class Node:
         for mount in sorted(self._mounts(), key=lambda p: len(p.parts), reverse=True):
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
         self._remove_cgroups()
+        self._restore_sysctls()
 
     def shims(self) -> dict[int, Path]:
         """containerd's shims for this node (by the socket they were started with) and their sockets."""
