@@ -242,7 +242,7 @@ class LocalCluster:
         node.start(bins, credentials, timeout)
         with self.api() as api:
             node.wait_ready(api, timeout)
-            node.advertise(api, NODE_EXTENDED_RESOURCES)
+            node.advertise(api, NODE_EXTENDED_RESOURCES, timeout)
 
     def stop(self) -> None:
         """Stop the node and the control plane; return only once nothing of them is left."""

@@ -4,8 +4,10 @@ A node here is what it is anywhere else: containerd (Debian's, with its CRI plug
 through runc and the CNI plugins; the kubelet registers the node, runs pods and probes them; the
 scheduler binds pods; kube-proxy turns Services into iptables rules. What makes it local:
 
-- Everything lives under STATE/node (containerd's root, state and socket, the kubelet's root dir, pod
-  logs, the CNI config and address store), so it never touches a containerd or kubelet of the host.
+- Everything lives in /var/lib/hybridroute/<id> (containerd's root, state and socket, the kubelet's
+  root dir, pod logs, the CNI config and address store), so it never touches a containerd or kubelet
+  of the host. Not under the cluster's directory: containerd and the kubelet put unix sockets in
+  there, and a socket path may not exceed 104 bytes. Like etcd's data, it starts empty every time.
 - The network side (containerd's CNI, kubelet, kube-proxy) runs in the node's network namespace
   (e2e/podnet.py). The scheduler needs only the API server and runs on the host.
 - Pods run under the cgroup `/hybridroute-<id>` in each cgroup v1 hierarchy (the kernel offers v1
@@ -28,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -49,6 +52,8 @@ COMPONENTS = ("containerd", "kubelet", "kube-proxy", "kube-scheduler")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 # containerd 1.6 keeps every shim's socket here whatever its state dir (runtime/v2/shim/util.go).
 _SHIM_SOCKET_DIR = Path("/run/containerd/s")
+# Short on purpose: containerd and the kubelet create unix sockets below it (104 bytes at most).
+_NODE_ROOT = Path("/var/lib/hybridroute")
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 # Host-wide kernel settings the kubelet rewrites at start (setupKernelTunables): `stop` puts back the
 # values found before, so the host is left as it was.
@@ -85,12 +90,12 @@ class Node:
     def __init__(self, state_dir: Path, network: podnet.NodeNetwork) -> None:
         self.state_dir = state_dir
         self.network = network
-        self.dir = state_dir / "node"
+        self.dir = _NODE_ROOT / podnet.cluster_id(state_dir)
         self.cgroup = f"hybridroute-{podnet.cluster_id(state_dir)}"
 
     @property
     def containerd_socket(self) -> Path:
-        return self.dir / "containerd" / "containerd.sock"
+        return self.dir / "containerd.sock"
 
     def pids(self) -> dict[str, int | None]:
         return {name: processes.running_pid(self.state_dir, name) for name in COMPONENTS}
@@ -98,8 +103,9 @@ class Node:
     # -- start ---------------------------------------------------------------------------------------
     def start(self, bins: Mapping[str, str], credentials: NodeCredentials, timeout: float) -> None:
         """Start containerd (with the sandbox image), the kubelet, kube-proxy and the scheduler."""
+        shutil.rmtree(self.dir, ignore_errors=True)  # fresh, like the cluster's etcd
         for sub in ("containerd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "runc"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.dir / sub).mkdir(parents=True)
         self._make_cgroups()
         self._save_sysctls()
         (self.dir / "cni" / "net.d" / "10-hybridroute.conflist").write_text(
@@ -137,9 +143,8 @@ class Node:
         return self.dir / "sysctl-before-kubelet.json"
 
     def _save_sysctls(self) -> None:
-        if not self._sysctl_record.exists():  # a restart keeps the values found before the first start
-            values = {key: (_PROC_SYS / key).read_text().strip() for key in _KUBELET_SYSCTLS}
-            self._sysctl_record.write_text(json.dumps(values))
+        values = {key: (_PROC_SYS / key).read_text().strip() for key in _KUBELET_SYSCTLS}
+        self._sysctl_record.write_text(json.dumps(values))
 
     def _restore_sysctls(self) -> None:
         if self._sysctl_record.exists():
@@ -301,23 +306,22 @@ class Node:
 
         self._wait(ready, f"node {NODE_NAME} Ready without its {_NOT_READY_TAINT} taint", timeout)
 
-    @staticmethod
-    def advertise(api: client.ApiClient, resources: Mapping[str, str]) -> None:
-        """Add extended resources (say `nvidia.com/gpu: "1"`) to the node's capacity; the kubelet
-        carries them into allocatable on its next status update, and the scheduler counts them."""
+    def advertise(self, api: client.ApiClient, resources: Mapping[str, str], timeout: float) -> None:
+        """Add extended resources (say `nvidia.com/gpu: "1"`) to the node's capacity and return once
+        the kubelet has carried them into allocatable, which is what the scheduler counts."""
         core = client.CoreV1Api(api)
         patch = [
             {"op": "add", "path": f"/status/capacity/{name.replace('~', '~0').replace('/', '~1')}", "value": value}
             for name, value in resources.items()
         ]
-        core.api_client.call_api(
-            f"/api/v1/nodes/{NODE_NAME}/status",
-            "PATCH",
-            header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"},
-            body=patch,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        )
+        # The generated client sends a list body as a JSON patch, the documented form of this request.
+        core.patch_node_status(NODE_NAME, patch)
+
+        def allocatable() -> bool:
+            offered = core.read_node(NODE_NAME).status.allocatable or {}
+            return all(offered.get(name) == value for name, value in resources.items())
+
+        self._wait(allocatable, f"the kubelet to offer {dict(resources)} as allocatable", timeout)
 
     # -- stop ----------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -337,6 +341,7 @@ class Node:
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
         self._remove_cgroups()
         self._restore_sysctls()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def shims(self) -> dict[int, Path]:
         """containerd's shims for this node (by the socket they were started with) and their sockets."""
@@ -402,6 +407,7 @@ class Node:
         found += [f"pod process {pid}" for pid in self.pod_pids()]
         found += [f"mount {path}" for path in self._mounts()]
         found += [f"cgroup {path}" for path in self._cgroup_dirs()]
+        found += [f"directory {self.dir}"] if self.dir.exists() else []
         return found
 
 

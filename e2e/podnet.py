@@ -184,13 +184,13 @@ def _wire(network: NodeNetwork) -> None:
     _run("ip", "addr", "add", f"{network.host_ip}/30", "dev", network.name)
     _run("ip", "link", "set", network.name, "up")
     _run("ip", "route", "add", network.block, "via", network.node_ip, "dev", network.name)
+    # No default route inside: the node reaches the host's end of the link and nothing beyond it, so
+    # an image pull or a pod aiming past this machine fails at once instead of leaving it.
     inside: Sequence[Sequence[str]] = (
         ("ip", "link", "set", "lo", "up"),
         ("ip", "link", "set", peer, "name", "eth0"),
         ("ip", "addr", "add", f"{network.node_ip}/30", "dev", "eth0"),
         ("ip", "link", "set", "eth0", "up"),
-        # No default route: the node reaches the host's end of the link and nothing beyond it, so an
-        # image pull or a pod aiming past this machine fails at once instead of leaving it.
         # A node routes between its pods, its Service rules and the link.
         ("sysctl", "-qw", "net.ipv4.ip_forward=1"),
         # kube-proxy's rules must see pod-to-pod traffic that crosses the bridge (per namespace).
