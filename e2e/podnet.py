@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import json
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,13 +209,21 @@ def delete(name: str) -> None:
     """Delete the namespace (its bridge, pod veths and iptables rules go with it) and the host's veth."""
     if exists(name):
         _run("ip", "netns", "delete", name)
-    # The host end of the veth disappears with its peer; this catches a half-built link.
-    if any(link["ifname"] == name for link in _ip_json("link", "show")):
+    # The host end of the veth goes with its peer once the kernel has torn the namespace down (a
+    # moment later); a half-built link whose peer never moved needs deleting by hand.
+    deadline = time.monotonic() + 5
+    while _host_link_exists(name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _host_link_exists(name):
         _run("ip", "link", "delete", name)
+
+
+def _host_link_exists(name: str) -> bool:
+    return any(link["ifname"] == name for link in _ip_json("link", "show"))
 
 
 def leftovers(name: str) -> list[str]:
     """What of network `name` still exists on the host (empty once `delete` has run)."""
     found = [f"network namespace {name}"] if exists(name) else []
-    found += [f"interface {link['ifname']}" for link in _ip_json("link", "show") if link["ifname"] == name]
+    found += [f"interface {name}"] if _host_link_exists(name) else []
     return found
