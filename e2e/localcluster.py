@@ -239,10 +239,19 @@ class LocalCluster:
             scheduler_kubeconfig=paths["scheduler.kubeconfig"],
             proxy_kubeconfig=paths["proxy.kubeconfig"],
         )
+        began = time.monotonic()
         node.start(bins, credentials, timeout)
+        self.timings["node_processes_s"] = time.monotonic() - began
         with self.api() as api:
             node.wait_ready(api, timeout)
+            self.timings["node_ready_s"] = time.monotonic() - began
             node.advertise(api, NODE_EXTENDED_RESOURCES, timeout)
+        _log(
+            f"node {node_module.NODE_NAME}: containerd, kubelet, kube-proxy and scheduler started in "
+            f"{self.timings['node_processes_s']:.1f} s, Ready and untainted after "
+            f"{self.timings['node_ready_s']:.1f} s, "
+            f"{NODE_EXTENDED_RESOURCES} allocatable after {time.monotonic() - began:.1f} s"
+        )
 
     def stop(self) -> None:
         """Stop the node and the control plane; return only once nothing of them is left."""

@@ -243,6 +243,10 @@ class Node:
             "imageGCLowThresholdPercent": 99,
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "registerNode": True,
+            # The kubelet compares its node status every 2 s (default 10 s), so an advertised GPU is
+            # allocatable soon after start; it still reports an unchanged status only every 5 minutes.
+            "nodeStatusUpdateFrequency": "2s",
+            "nodeStatusReportFrequency": "5m",
         }
         path = self.dir / "kubelet" / "config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
