@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 
-.PHONY: install deps toolchain test test-unit lint format crds demo demo-view demo-down bench clean
+.PHONY: install deps toolchain images test test-unit lint format crds demo demo-view demo-down bench clean
 
 install: $(STAMP)
 
@@ -25,11 +25,17 @@ deps:
 toolchain: install
 	$(BIN)/python e2e/toolchain.py kubernetes etcd helm
 
-test: install demo-view deps toolchain
+# The container images (base, operator, router, simulator, llamacpp), built with buildah and cached by
+# content hash under ~/.cache/hybridroute/images: minutes on the first run (llama-cpp-python compiles
+# llama.cpp once), about a second when nothing changed.
+images: install deps
+	$(BIN)/python e2e/images.py build
+
+test: install demo-view deps toolchain images
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not cluster and not prometheus" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster and not prometheus and not images" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use when they are missing: prometheus (a real one, started
-# by the tests) and the local cluster's real node: containerd + runc (the container runtime),
-# containernetworking-plugins (bridge, host-local, portmap), iptables (kube-proxy), iproute2 and
-# util-linux's nsenter (the node's network namespace), gcc (the pause image is compiled here).
+# by the tests); debootstrap and buildah (e2e/images.py builds the images without a Docker engine);
+# the local cluster's real node: containerd + runc (the container runtime), containernetworking-plugins
+# (bridge, host-local, portmap), iptables (kube-proxy), iproute2 and util-linux's nsenter (the node's
+# network namespace), gcc and libc6-dev (the pause image is compiled here with gcc -static).
 # Go must already be present (it builds Kubernetes, etcd and helm); say how to get it.
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || missing+=("$2"); }
 need prometheus prometheus
+need debootstrap debootstrap
+need buildah buildah
 need containerd containerd
-need runc runc
 need ctr containerd
+need runc runc
 need /usr/lib/cni/bridge containernetworking-plugins
 need iptables iptables
 need ip iproute2
 need nsenter util-linux
 need gcc gcc
-# gcc -static needs the C library's static archive.
-[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+[ -e "/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/libc.a" ] || missing+=(libc6-dev)
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.helm",
     "tests.fixtures.operator",
+    "tests.fixtures.containerd",
 ]

@@ -1,19 +1,31 @@
-"""The Dockerfile's required properties, checked by parsing it (no Docker engine or hadolint here).
+"""The images: the Dockerfile's required properties by parsing it, then real builds run in containerd.
 
 Per target image: a pinned base (no `latest`, Python minor fixed), a numeric non-root USER, an
 exec-form ENTRYPOINT naming a command the package installs, and no build tools in runtime stages.
+Then every image e2e/images.py builds: tagged by its content hash and cached, uid 65532, bytecode
+compiled, and run from its archive by a throwaway containerd with a read-only root filesystem.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import time
 import tomllib
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from e2e import images, processes
+from hybridroute_operator.api import LocalSpec
+from hybridroute_operator.render import Owner, managed_pool
+from tests.fixtures.containerd import Containerd
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -141,3 +153,236 @@ def test_chart_images_are_never_latest() -> None:
     for image in (values["image"], values["injection"]["image"], values["tests"]["image"]):
         assert image.get("tag", "") != "latest"
     assert values["tests"]["image"]["tag"]
+
+
+# Real builds: e2e/images.py builds every image with buildah (cached by content hash; `make images`
+# runs it before `make test`), and a throwaway containerd imports and runs them as a node would.
+
+APP_IMAGES = ["operator", "router", "simulator", "llamacpp"]
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, images.Image]:
+    return {image.name: image for image in images.build()}
+
+
+@pytest.fixture(scope="session")
+def imported(built: dict[str, images.Image], scratch_containerd: Containerd) -> Containerd:
+    for image in built.values():
+        scratch_containerd.ctr("images", "import", str(image.archive))
+    return scratch_containerd
+
+
+def test_tags_follow_the_content_of_every_input(tmp_path: Path) -> None:
+    source = tmp_path / "upstream_sim.py"
+    source.write_text("print('one')\n")
+    spec = images.ImageSpec("sim", images.SPECS["simulator"].containerfile, context={"upstream_sim.py": source})
+    first = images.image_tag(spec, "localhost/hybridroute-base:aaaa")
+
+    source.write_text("print('two')\n")
+    changed = images.image_tag(spec, "localhost/hybridroute-base:aaaa")
+    source.write_text("print('one')\n")
+
+    assert changed != first
+    assert images.image_tag(spec, "localhost/hybridroute-base:aaaa") == first
+    assert images.image_tag(spec, "localhost/hybridroute-base:bbbb") != first
+    assert re.fullmatch(r"[0-9a-f]{16}", first)
+
+
+def test_the_dockerfile_images_hash_what_dockerignore_lets_into_the_context() -> None:
+    files = images.context_files(images.SPECS["router"])
+
+    assert {"Dockerfile", ".dockerignore", "pyproject.toml", "README.md"} <= set(files)
+    assert "router-sidecar/hybridroute_router/app.py" in files
+    assert "operator/hybridroute_operator/render.py" in files
+    assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
+    assert not [name for name in files if name.split("/")[0] in {"tests", "e2e", "charts", ".venv"}]
+
+
+@pytest.mark.images
+@pytest.mark.timeout(3600)  # a cold cache compiles llama.cpp (the fixture's build runs in this test's time)
+def test_every_image_is_tagged_by_its_hash_and_a_second_build_is_a_cache_hit(built: dict[str, images.Image]) -> None:
+    stamps = {name: image.archive.stat().st_mtime_ns for name, image in built.items()}
+
+    again = {image.name: image for image in images.build()}
+
+    assert set(built) == {"base", *APP_IMAGES}
+    assert again == built
+    for name, image in built.items():
+        repository, _, tag = image.ref.rpartition(":")
+        assert repository == f"localhost/hybridroute-{name}"
+        assert re.fullmatch(r"[0-9a-f]{16}", tag), image.ref
+        assert image.archive.name == f"{name}-{tag}.tar"
+        assert image.archive.stat().st_mtime_ns == stamps[name], f"{name} was rebuilt without a change"
+
+
+@pytest.mark.images
+@pytest.mark.timeout(1200)
+def test_a_source_change_is_a_new_tag_and_a_rebuild(built: dict[str, images.Image], tmp_path: Path) -> None:
+    """The simulator with one more line: a cache miss and a new archive, then a hit for the same source;
+    one more change replaces that build (its archive and tag are gone) rather than piling up."""
+    source = tmp_path / "upstream_sim.py"
+    variant = {"simulator-changed": dataclasses.replace(images.SPECS["simulator"], context={"upstream_sim.py": source})}
+    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed\n")
+    [first] = images.build(["simulator-changed"], specs=variant)
+    stamp = first.archive.stat().st_mtime_ns
+    [again] = images.build(["simulator-changed"], specs=variant)
+    again_stamp = again.archive.stat().st_mtime_ns
+    source.write_text((ROOT / "e2e/upstream_sim.py").read_text() + "# changed twice\n")
+    [second] = images.build(["simulator-changed"], specs=variant)
+    try:
+        assert first.ref.rpartition(":")[2] != built["simulator"].ref.rpartition(":")[2]
+        assert again == first
+        assert again_stamp == stamp
+        assert second.ref != first.ref
+        assert second.archive.is_file()
+        assert not first.archive.exists()
+        assert not images.storage().has(first.ref)
+        assert built["simulator"].archive.is_file()
+        assert (
+            images.archive_config(second.archive)["Entrypoint"]
+            == images.archive_config(built["simulator"].archive)["Entrypoint"]
+        )
+    finally:
+        images.remove(first)
+        images.remove(second)
+
+
+@pytest.mark.images
+def test_the_base_looks_like_python_slim(built: dict[str, images.Image]) -> None:
+    config = images.archive_config(built["base"].archive)
+    files = images.archive_files(built["base"].archive)
+
+    assert "usr/local/bin/python" in files
+    assert "usr/lib/python3.11/ensurepip/__init__.py" in files  # python -m venv works
+    assert any(entry.startswith("PATH=/usr/local/bin:") or ":/usr/local/bin:" in entry for entry in config["Env"])
+    assert not [name for name in files if name.startswith(("usr/share/doc/", "var/lib/apt/lists/", "dev/"))]
+
+
+@pytest.mark.images
+@pytest.mark.parametrize("name", APP_IMAGES)
+def test_images_run_as_65532_with_bytecode_compiled_for_a_read_only_root(
+    built: dict[str, images.Image], name: str
+) -> None:
+    config = images.archive_config(built[name].archive)
+    files = images.archive_files(built[name].archive)
+    sources = [path for path in files if path.startswith("opt/") and path.endswith(".py")]
+    missing = [
+        path
+        for path in sources
+        if "{}/__pycache__/{}.cpython-311.pyc".format(*path[: -len(".py")].rsplit("/", 1)) not in files
+    ]
+
+    assert config["User"] == "65532:65532"
+    assert config["Entrypoint"]
+    assert "PYTHONDONTWRITEBYTECODE=1" in config["Env"]
+    assert len(sources) > 10
+    assert missing == []
+
+
+@pytest.mark.images
+@pytest.mark.timeout(900)  # the first containerd test imports every archive
+def test_the_operator_image_runs_its_entrypoint_as_65532(imported: Containerd, built: dict[str, images.Image]) -> None:
+    help_text = imported.run(built["operator"], "operator-help", ["--help"])
+    uid = imported.run(built["operator"], "operator-id", command=["id", "-u"])
+
+    assert "Usage: kopf run" in help_text
+    assert "--standalone" in help_text
+    assert uid.strip() == "65532"
+
+
+@pytest.mark.images
+@pytest.mark.timeout(900)
+def test_the_router_image_serves_the_standalone_example_from_the_simulator_images(
+    imported: Containerd, built: dict[str, images.Image], tmp_path: Path
+) -> None:
+    """examples/standalone.yaml with its two upstreams as simulator containers: a request is routed."""
+    local, cloud, router = processes.free_port(), processes.free_port(), processes.free_port()
+    config = yaml.safe_load((ROOT / "examples/standalone.yaml").read_text())
+    ports = {"local-sim": local, "cloud-sim": cloud}
+    for endpoint in config["endpoints"]:
+        endpoint["baseURL"] = f"http://127.0.0.1:{ports[endpoint['name']]}/v1"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        for name, port in ports.items():
+            imported.start_container(built["simulator"], name, ["--port", str(port), "--model", name])
+        imported.start_container(
+            built["router"],
+            "router",
+            ["--config=/etc/hybridroute/config.yaml", "--host=127.0.0.1", f"--port={router}"],
+            mounts=[f"type=bind,src={tmp_path / 'config.yaml'},dst=/etc/hybridroute/config.yaml,options=rbind:ro"],
+            env=["CLOUD_API_KEY=sk-image-test"],
+        )
+        models = http_json(f"http://127.0.0.1:{local}/v1/models", imported, "local-sim")
+        ready = http_json(f"http://127.0.0.1:{router}/readyz", imported, "router")
+        answer = http_json(
+            f"http://127.0.0.1:{router}/v1/chat/completions",
+            imported,
+            "router",
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        )
+
+        assert [model["id"] for model in models["data"]] == ["local-sim"]
+        assert ready
+        assert answer["choices"][0]["message"]["content"] == "Hello from the upstream simulator."
+        assert answer["model"] == "local-sim"
+    finally:
+        for name in ("router", *ports):
+            imported.remove(name)
+
+
+@pytest.mark.images
+@pytest.mark.timeout(900)
+def test_the_llamacpp_image_serves_gemma_as_a_managed_endpoint_renders_it(
+    imported: Containerd, built: dict[str, images.Image]
+) -> None:
+    """The operator's Deployment for `server: llamacpp` with this image: its args, its probe, a completion."""
+    port = processes.free_port()
+    spec = LocalSpec.model_validate(
+        {
+            "server": "llamacpp",
+            "model": "gemma-3-270m",
+            "image": built["llamacpp"].ref,
+            "port": port,
+            "maxContextTokens": 1024,
+            "maxConcurrency": 1,
+        }
+    )
+    pool = managed_pool(Owner(name="gemma", namespace="models", uid="0"), spec)
+    [container] = pool.deployment["spec"]["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]["httpGet"]["path"]
+    try:
+        imported.start_container(built["llamacpp"], "llamacpp", container["args"])
+        health = http_json(f"http://127.0.0.1:{port}{probe}", imported, "llamacpp", timeout=600)
+        models = http_json(f"http://127.0.0.1:{port}/v1/models", imported, "llamacpp")
+        completion = http_json(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            imported,
+            "llamacpp",
+            {"model": "gemma-3-270m", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]},
+        )
+
+        assert container["image"] == built["llamacpp"].ref
+        assert health == {"status": "ok"}
+        assert [model["id"] for model in models["data"]] == ["gemma-3-270m"]
+        assert completion["usage"]["completion_tokens"] > 0
+        assert completion["choices"][0]["message"]["content"].strip()
+    finally:
+        imported.remove("llamacpp")
+
+
+def http_json(
+    url: str, containerd: Containerd, container: str, body: dict[str, Any] | None = None, timeout: float = 120
+) -> Any:
+    """GET (or POST `body`) until the container answers 200; its JSON. Fails with the container's log."""
+    data = json.dumps(body).encode() if body is not None else None
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)
+        except (urllib.error.URLError, ConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url}: {exc}\n{container} log:\n{containerd.logs(container)}") from exc
+            time.sleep(0.5)
