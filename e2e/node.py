@@ -364,20 +364,18 @@ class Node:
         return found
 
     def _cgroup_dirs(self) -> list[Path]:
-        """Every cgroup under the node's root, deepest first."""
+        """Every cgroup under the node's root, deepest first (os.walk shrugs off ones vanishing meanwhile)."""
         dirs = [
-            path for hierarchy in self._hierarchies() for path in (hierarchy / self.cgroup).rglob("*") if path.is_dir()
+            Path(current) for hierarchy in self._hierarchies() for current, _, _ in os.walk(hierarchy / self.cgroup)
         ]
-        dirs += [hierarchy / self.cgroup for hierarchy in self._hierarchies() if (hierarchy / self.cgroup).is_dir()]
         return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
 
     def pod_pids(self) -> set[int]:
         """The processes of every container on the node (they live in the node's cgroups)."""
         pids: set[int] = set()
         for cgroup in self._cgroup_dirs():
-            procs = cgroup / "cgroup.procs"
-            if procs.is_file():
-                pids.update(int(line) for line in procs.read_text().split())
+            with contextlib.suppress(OSError):  # removed by its runtime since the walk
+                pids.update(int(line) for line in (cgroup / "cgroup.procs").read_text().split())
         return pids
 
     def _kill_pods(self) -> None:
