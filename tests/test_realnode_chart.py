@@ -5,12 +5,15 @@ node's containerd. The chart's Deployment then runs two operator replicas as rea
 become Running and Ready through their own probes, as the chart's ServiceAccount (not an admin),
 non-root, on a read-only root filesystem, and reach the API server through the `kubernetes` Service
 as any in-cluster client does. The admission webhook is then served by those pods through the
-chart's Service: a labelled pod is admitted with the router injected as a native sidecar.
+chart's Service: a labelled pod is admitted with the router injected as a native sidecar, and its
+app container's requests to `OPENAI_BASE_URL` reach a model-server pod (the simulator image) through
+that router. No cluster DNS runs here, so endpoints name Services by their ClusterIP.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +21,8 @@ from kubernetes import client
 
 from e2e import images
 from e2e.localcluster import KubectlError, LocalCluster
+from hybridroute_operator.injection import BASE_URL_ENV, ROUTER_CONTAINER
+from hybridroute_router.config import CONFIGMAP_KEY
 from tests.fixtures.helm import CHART, Helm
 from tests.test_localcluster import eventually
 from tests.test_webhook import RELEASE, adopt_existing, helm_cluster_args
@@ -34,7 +39,7 @@ def _repository_and_tag(image: images.Image) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def project_images(local_cluster: LocalCluster) -> dict[str, images.Image]:
     """The operator and router images, built from the Dockerfile (cached) and imported into the node."""
-    built = {image.name: image for image in images.build(["operator", "router"])}
+    built = {image.name: image for image in images.build(["operator", "router", "simulator"])}
     node = local_cluster.node
     assert node is not None
     for image in built.values():
@@ -123,3 +128,124 @@ def test_one_replica_killed_the_other_keeps_serving(
         return names if len(names) == 2 and victim not in names else None
 
     assert survivor in eventually(replaced, "the Deployment to replace the killed replica", 180)
+
+
+# The app container's client: the request an app makes with OPENAI_BASE_URL unchanged, from Python's
+# standard library (the router image has no openai SDK); prints the answer and the routing headers.
+_APP_REQUEST = """
+import json, os, urllib.error, urllib.request
+body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hello"}]}).encode()
+request = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", data=body,
+                                 headers={"content-type": "application/json"})
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.load(response)
+        print(json.dumps({"content": answer["choices"][0]["message"]["content"],
+                          "endpoint": response.headers.get("x-hybridroute-endpoint")}))
+except urllib.error.HTTPError as error:
+    raise SystemExit(f"{error.code}: {error.read().decode()}")
+"""
+
+
+def _ready_pod(core: client.CoreV1Api, name: str, namespace: str) -> client.V1Pod | None:
+    pod = core.read_namespaced_pod(name, namespace)
+    return pod if {c.type: c.status for c in pod.status.conditions or []}.get("Ready") == "True" else None
+
+
+def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
+    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    namespace = released
+    # A model server pod (the simulator image) behind a Service, as an existing local endpoint.
+    simulator = client.V1Container(
+        name="sim",
+        image=project_images["simulator"].ref,
+        args=["--port", "9101", "--name", "local-sim"],
+        readiness_probe=client.V1Probe(tcp_socket=client.V1TCPSocketAction(port=9101), period_seconds=1),
+    )
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="local-sim", labels={"app": "local-sim"}),
+            spec=client.V1PodSpec(containers=[simulator]),
+        ),
+    )
+    service = core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="local-sim"),
+            spec=client.V1ServiceSpec(
+                selector={"app": "local-sim"}, ports=[client.V1ServicePort(port=9101, target_port=9101)]
+            ),
+        ),
+    )
+    endpoint_url = f"http://{service.spec.cluster_ip}:9101/v1"
+    # The operator probes the URL from its pod: give it a server that already answers.
+    eventually(lambda: _ready_pod(core, "local-sim", namespace), "the model server pod Ready", 120)
+    local_cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "hybridroute.io/v1alpha1",
+                        "kind": "InferenceEndpoint",
+                        "metadata": {"name": "local-sim"},
+                        "spec": {"type": "local", "local": {"url": endpoint_url, "model": "sim-model"}},
+                    },
+                    {
+                        "apiVersion": "hybridroute.io/v1alpha1",
+                        "kind": "RoutingPolicy",
+                        "metadata": {"name": "chat"},
+                        "spec": {"endpoints": [{"name": "local-sim"}], "modelAliases": ["chat"]},
+                    },
+                ],
+            }
+        ),
+    )
+
+    # The operator pods probe the endpoint through its Service and compile the policy with it available.
+    def compiled_available() -> bool | None:
+        maps = core.list_namespaced_config_map(namespace, field_selector="metadata.name=chat").items
+        config = json.loads(maps[0].data[CONFIGMAP_KEY]) if maps else {}
+        return True if [e.get("available") for e in config.get("endpoints", [])] == [True] else None
+
+    eventually(compiled_available, "the operator pods to compile the policy with the endpoint available", 120)
+
+    app = client.V1Container(
+        name="app",
+        image=project_images["router"].ref,
+        command=["python", "-c", "import time; time.sleep(100000)"],
+        security_context=client.V1SecurityContext(run_as_non_root=True, read_only_root_filesystem=True),
+    )
+    created = core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="app", labels={"hybridroute.io/policy": "chat"}),
+            spec=client.V1PodSpec(containers=[app], termination_grace_period_seconds=2),
+        ),
+    )
+
+    # Admission went through the chart's Service to the operator pods (failurePolicy Fail): injected.
+    sidecar = created.spec.init_containers[0]
+    assert (sidecar.name, sidecar.restart_policy) == (ROUTER_CONTAINER, "Always")
+    assert any(env.name == BASE_URL_ENV for env in created.spec.containers[0].env)
+    pod = eventually(lambda: _ready_pod(core, "app", namespace), "the app pod with its router sidecar Ready", 180)
+    assert pod.status.init_container_statuses[0].started
+    started, answer, failure = time.monotonic(), None, ""
+    while answer is None and time.monotonic() - started < 60:
+        try:
+            answer = json.loads(
+                local_cluster.kubectl("exec", "-n", namespace, "app", "-c", "app", "--", "python", "-c", _APP_REQUEST)
+            )
+        except KubectlError as exc:  # the local endpoint may not be healthy in the router's eyes yet
+            failure = exc.stderr[-1500:]
+            time.sleep(1)
+    assert answer == {"content": "Hello from the upstream simulator.", "endpoint": "local-sim"}, failure
