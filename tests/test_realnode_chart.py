@@ -13,6 +13,8 @@ that router. No cluster DNS runs here, so endpoints name Services by their Clust
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -147,16 +149,70 @@ except urllib.error.HTTPError as error:
 """
 
 
+def _policy(slo_p95_ms: int) -> dict[str, object]:
+    """The test's RoutingPolicy; a different SLO is a different compiled config (a new hash)."""
+    return {
+        "apiVersion": "hybridroute.io/v1alpha1",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "chat"},
+        "spec": {"endpoints": [{"name": "local-sim"}], "modelAliases": ["chat"], "slo": {"p95LatencyMs": slo_p95_ms}},
+    }
+
+
+# Run in the app container: poll the sidecar's /readyz until it serves a config hash other than
+# argv[1]; print that hash and the moment (the container shares the host's clock).
+_WAIT_FOR_NEW_HASH = """
+import json, sys, time, urllib.request
+old, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8040/readyz", timeout=2) as response:
+            serving = json.load(response)["configHash"]
+        if serving != old:
+            print(json.dumps({"hash": serving, "at": time.time()}))
+            break
+    except OSError:
+        pass
+    time.sleep(0.05)
+"""
+
+
+def _apply_to_serving_seconds(cluster: LocalCluster, namespace: str, slo_p95_ms: int) -> float:
+    """`kubectl apply` a policy change, then seconds until the running sidecar serves the new hash."""
+    exec_in_app = [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", namespace, "app"]
+    current = json.loads(
+        cluster.kubectl("exec", "-n", namespace, "app", "-c", "app", "--", "python", "-c", _SERVING_HASH)
+    )["configHash"]
+    with subprocess.Popen(
+        [*exec_in_app, "-c", "app", "--", "python", "-c", _WAIT_FOR_NEW_HASH, current, "300"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as waiter:
+        time.sleep(1)  # the waiter is polling before the change goes in
+        applied_at = time.time()
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(_policy(slo_p95_ms)))
+        out, _ = waiter.communicate(timeout=330)
+    served = json.loads(out)
+    assert served["hash"] != current
+    return float(served["at"]) - applied_at
+
+
+_SERVING_HASH = """
+import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:8040/readyz", timeout=5).read().decode())
+"""
+
+
 def _ready_pod(core: client.CoreV1Api, name: str, namespace: str) -> client.V1Pod | None:
     pod = core.read_namespaced_pod(name, namespace)
     return pod if {c.type: c.status for c in pod.status.conditions or []}.get("Ready") == "True" else None
 
 
-def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
-    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
-) -> None:
-    core = client.CoreV1Api(kube_api)
-    namespace = released
+def _app_behind_the_sidecar(
+    local_cluster: LocalCluster, core: client.CoreV1Api, namespace: str, project_images: dict[str, images.Image]
+) -> client.V1Pod:
+    """A model-server pod behind a Service, its endpoint and a policy, and a labelled app pod: the pod
+    as the API server admitted it (through the webhook)."""
     # A model server pod (the simulator image) behind a Service, as an existing local endpoint.
     simulator = client.V1Container(
         name="sim",
@@ -183,33 +239,14 @@ def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
     endpoint_url = f"http://{service.spec.cluster_ip}:9101/v1"
     # The operator probes the URL from its pod: give it a server that already answers.
     eventually(lambda: _ready_pod(core, "local-sim", namespace), "the model server pod Ready", 120)
-    local_cluster.kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": [
-                    {
-                        "apiVersion": "hybridroute.io/v1alpha1",
-                        "kind": "InferenceEndpoint",
-                        "metadata": {"name": "local-sim"},
-                        "spec": {"type": "local", "local": {"url": endpoint_url, "model": "sim-model"}},
-                    },
-                    {
-                        "apiVersion": "hybridroute.io/v1alpha1",
-                        "kind": "RoutingPolicy",
-                        "metadata": {"name": "chat"},
-                        "spec": {"endpoints": [{"name": "local-sim"}], "modelAliases": ["chat"]},
-                    },
-                ],
-            }
-        ),
-    )
+    endpoint = {
+        "apiVersion": "hybridroute.io/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": "local-sim"},
+        "spec": {"type": "local", "local": {"url": endpoint_url, "model": "sim-model"}},
+    }
+    local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(endpoint))
+    local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(_policy(slo_p95_ms=4000)))
 
     # The operator pods probe the endpoint through its Service and compile the policy with it available.
     def compiled_available() -> bool | None:
@@ -225,13 +262,22 @@ def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
         command=["python", "-c", "import time; time.sleep(100000)"],
         security_context=client.V1SecurityContext(run_as_non_root=True, read_only_root_filesystem=True),
     )
-    created = core.create_namespaced_pod(
+    return core.create_namespaced_pod(
         namespace,
         client.V1Pod(
             metadata=client.V1ObjectMeta(name="app", labels={"hybridroute.io/policy": "chat"}),
             spec=client.V1PodSpec(containers=[app], termination_grace_period_seconds=2),
         ),
     )
+
+
+def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
+    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    namespace = released
+
+    created = _app_behind_the_sidecar(local_cluster, core, namespace, project_images)
 
     # Admission went through the chart's Service to the operator pods (failurePolicy Fail): injected.
     sidecar = created.spec.init_containers[0]
@@ -249,3 +295,20 @@ def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
             failure = exc.stderr[-1500:]
             time.sleep(1)
     assert answer == {"content": "Hello from the upstream simulator.", "endpoint": "local-sim"}, failure
+
+
+@pytest.mark.timeout(900)
+def test_a_policy_change_reaches_the_running_sidecar_through_its_configmap(
+    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    namespace = released
+    _app_behind_the_sidecar(local_cluster, core, namespace, project_images)
+    eventually(lambda: _ready_pod(core, "app", namespace), "the app pod with its router sidecar Ready", 180)
+
+    # A policy change reaches the running sidecar through the mounted ConfigMap (the kubelet's refresh).
+    latencies = sorted(_apply_to_serving_seconds(local_cluster, namespace, 4001 + change) for change in range(3))
+    print(
+        f"apply -> sidecar serving the new hash, {len(latencies)} changes: p50 {statistics.median(latencies):.1f} s, "
+        f"max {latencies[-1]:.1f} s ({', '.join(f'{s:.1f}' for s in latencies)})"
+    )
