@@ -19,8 +19,9 @@ scheduler binds pods; kube-proxy turns Services into iptables rules. What makes 
 - GPUs cannot exist here: `advertise` adds `nvidia.com/gpu` to the node's capacity through the
   status subresource, the documented way to advertise an extended resource, so GPU pools schedule.
 
-`stop` removes what the node made: every process (components, shims, containers), every mount
-under STATE/node, the pods' cgroups and the shims' sockets; the network goes with podnet.delete.
+`stop` removes what the node made: every process (components, shims, containers), every mount and
+file under /var/lib/hybridroute/<id>, the pods' cgroups and the shims' sockets, and puts back the
+kernel settings the kubelet rewrites; the network goes with podnet.delete.
 """
 
 from __future__ import annotations
