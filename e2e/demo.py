@@ -432,7 +432,7 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
 class Samples:
     """The CRD samples (crds/samples/) in their own namespace, so `kubectl get ie,rp -A` shows each kind.
 
-    Their vLLM pool is a managed Deployment; no kubelet runs here, so the stand-in kubelet
+    Their vLLM pool is a managed Deployment for A100 nodes, which cannot exist here, so the stand-in kubelet
     (e2e/standin_kubelet.py) binds its pods to a fake GPU node and reports them Ready, and the real
     Deployment controller and the operator do the rest. The Ollama workstation sample points at a
     machine that is not there and honestly stays unready.
