@@ -26,6 +26,10 @@ ENV PATH=/opt/hybridroute/bin:$PATH \
 LABEL org.opencontainers.image.source="https://github.com/hybridroute/hybridroute" \
       org.opencontainers.image.licenses="Apache-2.0"
 # 65532: the conventional "nonroot" uid/gid; the chart and the injected sidecar run with it too.
+# It needs a passwd entry: kopf names its peering identity after the user (getpass.getuser), and a
+# uid without one crashed every operator pod at start ("getpwuid(): uid not found: 65532").
+RUN groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
 USER 65532:65532
 
 # The sidecar. The injector runs it as `hybridroute-router --config=... --host=127.0.0.1 --port=8040

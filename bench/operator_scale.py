@@ -164,7 +164,8 @@ class Result:
 
 
 def run(args: argparse.Namespace, state_dir: Path) -> Result:
-    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir))
+    # The benchmark measures the operator and the API, not pods: no real node.
+    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir, with_node=False))
     for step in (ControlPlane(), CustomResourceDefinitions(), Operator()):
         print(f"[bench] {step.name}", file=sys.stderr)
         step.start(demo)
@@ -299,7 +300,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as scratch:
         state_dir = (args.dir or Path(scratch)).resolve()
-        demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir))
+        demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir, with_node=False))
         try:
             result = run(args, state_dir)
         finally:

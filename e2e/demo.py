@@ -441,7 +441,7 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
 class Samples:
     """The CRD samples (crds/samples/) in their own namespace, so `kubectl get ie,rp -A` shows each kind.
 
-    Their vLLM pool is a managed Deployment; no kubelet runs here, so the stand-in kubelet
+    Their vLLM pool is a managed Deployment for A100 nodes, which cannot exist here, so the stand-in kubelet
     (e2e/standin_kubelet.py) binds its pods to a fake GPU node and reports them Ready, and the real
     Deployment controller and the operator do the rest. The Ollama workstation sample points at a
     machine that is not there and honestly stays unready.
@@ -545,7 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slo-p95-ms", type=int, help="the policy's p95 SLO per endpoint (default 5000)")
     args = parser.parse_args(argv)
     state_dir = args.dir.resolve()
-    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir), settings=_settings(args))
+    # The demo's model servers still run on the host and its sample pool on the stand-in node; until
+    # they run as pods (issue 9, item 4) it needs only the API, so it starts no real node.
+    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir, with_node=False), settings=_settings(args))
     try:
         if args.command == "up":
             up(demo)

@@ -1,18 +1,24 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
+"""A real local Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager and a real node.
 
-    python e2e/localcluster.py start  --dir DIR [--port N]   # returns once the API answers
+    python e2e/localcluster.py start  --dir DIR [--port N] [--no-node]  # returns once pods can run
     python e2e/localcluster.py status --dir DIR
-    python e2e/localcluster.py stop   --dir DIR              # returns once nothing is left running
+    python e2e/localcluster.py stop   --dir DIR              # returns once nothing is left behind
 
 The binaries are built once from the Go module proxy at pinned versions (e2e/toolchain.py) and cached.
-`start` generates a throwaway PKI (CA, API server serving certificate, client certificates, the
-service-account signing key), starts the three daemons detached with their logs in DIR/logs/ and pids
-in DIR/, writes DIR/kubeconfig (cluster-admin via group system:masters) and waits until /readyz answers
-and the controller-manager has created the `default` service account, which proves the
-namespace/service-account machinery works. The API server enforces TLS client auth and Node,RBAC
-authorization. etcd listens on plain HTTP on loopback, reachable only from this machine.
+The story of `start`:
 
-No kubelet or scheduler runs here; e2e/standin_kubelet.py is the only stand-in and says why.
+1. the node's network (e2e/podnet.py): a network namespace and a veth link whose host end the API
+   server binds to, so the node and its pods reach it as they would in any cluster;
+2. a throwaway PKI (CA, serving and client certificates, the service-account signing key);
+3. etcd (plain HTTP on loopback), kube-apiserver (TLS client auth, Node,RBAC authorization) and
+   kube-controller-manager, detached, logs in DIR/logs/, pids in DIR/; DIR/kubeconfig is
+   cluster-admin (group system:masters); it waits for /readyz and the `default` service account;
+4. the node (e2e/node.py): containerd, kubelet, kube-proxy and kube-scheduler; it waits until the
+   node is Ready without its not-ready taint and advertises one `nvidia.com/gpu`.
+
+`stop` undoes all of it: every process, mount, cgroup, network namespace, interface and iptables
+rule. `--no-node` starts the control plane alone on loopback, for callers that need only the API.
+e2e/standin_kubelet.py remains for nodes that cannot exist here (a GPU of a given product) and says why.
 Tests use the same code through `LocalCluster` (tests/fixtures/cluster.py).
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import json
 import shutil
 import ssl
@@ -41,18 +48,24 @@ if not __package__:
 import yaml
 from kubernetes import client as k8s_client
 
-from e2e import pki, processes, standin_kubelet, toolchain
+from e2e import node as node_module
+from e2e import pki, podnet, processes, sandboximage, standin_kubelet, toolchain
 
 # Stopped in reverse: the controller-manager first, etcd last, so nobody loses its backend mid-write.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+# Without a node (`--no-node`), Services get addresses from here; with one, from the node's network.
 SERVICE_CIDR = "10.0.0.0/24"
 # The first address of SERVICE_CIDR: the `kubernetes` Service's ClusterIP, which the serving cert covers.
 _KUBERNETES_SERVICE_IP = "10.0.0.1"
 _LOOPBACK = "127.0.0.1"
 _ADMIN_USER = "hybridroute-admin"
-# Everything a Deployment-owning operator needs, minus the controllers that expect real kubelets to
-# renew node heartbeats: without them they would mark the stand-in node unreachable and evict its pods.
-_CONTROLLERS = "*,-node-lifecycle-controller,-taint-eviction-controller,-device-taint-eviction-controller"
+# Without a real node nothing renews a node's heartbeat, so the controllers that expect one are off:
+# they would mark the stand-in node unreachable and evict its pods. A real node needs them on: they
+# lift the not-ready taint its Ready kubelet earns.
+_CONTROLLERS_WITHOUT_NODE = "*,-node-lifecycle-controller,-taint-eviction-controller,-device-taint-eviction-controller"
+_CONTROLLERS_WITH_NODE = "*"
+# What the real node advertises that it cannot have: a GPU, so GPU-requesting pools schedule.
+NODE_EXTENDED_RESOURCES = {"nvidia.com/gpu": "1"}
 _DEFAULT_FAKE_NODE = "standin-gpu-node"
 
 
@@ -113,10 +126,11 @@ def _write_pair(directory: Path, stem: str, pair: pki.KeyPair, public_suffix: st
 
 
 class LocalCluster:
-    """One local control plane rooted at `directory` (state, PKI, etcd data, logs, kubeconfig)."""
+    """One local cluster rooted at `directory` (state, PKI, etcd data, node, logs, kubeconfig)."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, with_node: bool = True) -> None:
         self.dir = Path(directory).resolve()
+        self.with_node = with_node
         self.kubeconfig = self.dir / "kubeconfig"
         self._state_file = self.dir / "cluster.json"
         self._fake_node: str | None = None
@@ -138,9 +152,25 @@ class LocalCluster:
     def _bin(self, name: str) -> Path:
         return Path(self._state()["bin"][name])
 
+    @property
+    def network(self) -> podnet.NodeNetwork | None:
+        """The node's network (addresses, namespace), or None for a cluster without a node."""
+        recorded = self._state().get("network")
+        return podnet.NodeNetwork(**recorded) if recorded else None
+
+    @property
+    def node(self) -> node_module.Node | None:
+        """The real node (containerd, kubelet, kube-proxy, scheduler), or None without one."""
+        network = self.network
+        return node_module.Node(self.dir, network) if network else None
+
+    def _components(self) -> tuple[str, ...]:
+        with_node = self._state_file.is_file() and bool(self._state().get("network"))
+        return COMPONENTS + (node_module.COMPONENTS if with_node else ())
+
     def pids(self) -> dict[str, int | None]:
         """Each component's pid, or None where it is not running."""
-        return {name: processes.running_pid(self.dir, name) for name in COMPONENTS}
+        return {name: processes.running_pid(self.dir, name) for name in self._components()}
 
     def is_running(self) -> bool:
         return all(pid is not None for pid in self.pids().values())
@@ -162,13 +192,19 @@ class LocalCluster:
             "etcd-peer": processes.free_port(),
             "api": port or processes.free_port(),
         }
-        server = f"https://{_LOOPBACK}:{ports['api']}"
-        self._state_file.write_text(json.dumps({"server": server, "ports": ports, "bin": bins}, indent=2))
-        paths = self._write_pki(server)
+        state: dict[str, Any] = {"ports": ports, "bin": bins, "network": None}
+        self._state_file.write_text(json.dumps(state))  # from here on, stop() knows what to undo
         try:
+            network = podnet.create(self.dir) if self.with_node else None
+            api_address = network.host_ip if network else _LOOPBACK
+            state.update(
+                server=f"https://{api_address}:{ports['api']}", network=network and dataclasses.asdict(network)
+            )
+            self._state_file.write_text(json.dumps(state, indent=2))
+            paths = self._write_pki(self.server, network)
             self._start_etcd(ports)
             self._wait(lambda: self._etcd_healthy(ports["etcd"]), "etcd", timeout)
-            self._start_apiserver(ports, paths)
+            self._start_apiserver(ports, paths, network)
             self._wait(lambda: self._api_get("/readyz") is not None, "kube-apiserver /readyz", timeout)
             self._start_controller_manager(paths)
             self._wait(
@@ -176,23 +212,65 @@ class LocalCluster:
                 "kube-controller-manager (the default service account)",
                 timeout,
             )
+            self.timings["control_plane_s"] = time.monotonic() - began
+            if network:
+                self._start_node(bins, paths, network, timeout)
+                self.timings["node_s"] = time.monotonic() - began - self.timings["control_plane_s"]
         except BaseException:
             self.stop()
             raise
         self.timings["start_s"] = time.monotonic() - began
         _log(
-            f"control plane ready at {server} in {self.timings['start_s']:.1f} s "
-            f"(binaries ready in {self.timings['toolchain_s']:.1f} s); kubeconfig: {self.kubeconfig}"
+            f"cluster ready at {self.server} in {self.timings['start_s']:.1f} s "
+            f"(control plane {self.timings['control_plane_s']:.1f} s, node {self.timings.get('node_s', 0):.1f} s, "
+            f"binaries ready in {self.timings['toolchain_s']:.1f} s); kubeconfig: {self.kubeconfig}"
         )
         return self
 
+    def _start_node(
+        self, bins: Mapping[str, str], paths: Mapping[str, Path], network: podnet.NodeNetwork, timeout: float
+    ) -> None:
+        node = node_module.Node(self.dir, network)
+        credentials = node_module.NodeCredentials(
+            ca_cert=paths["ca.crt"],
+            kubelet_kubeconfig=paths["kubelet.kubeconfig"],
+            kubelet_serving_cert=paths["kubelet-serving.crt"],
+            kubelet_serving_key=paths["kubelet-serving.key"],
+            scheduler_kubeconfig=paths["scheduler.kubeconfig"],
+            proxy_kubeconfig=paths["proxy.kubeconfig"],
+        )
+        began = time.monotonic()
+        node.start(bins, credentials, timeout)
+        self.timings["node_processes_s"] = time.monotonic() - began
+        with self.api() as api:
+            node.wait_ready(api, timeout)
+            self.timings["node_ready_s"] = time.monotonic() - began
+            node.advertise(api, NODE_EXTENDED_RESOURCES, timeout)
+        _log(
+            f"node {node_module.NODE_NAME}: containerd, kubelet, kube-proxy and scheduler started in "
+            f"{self.timings['node_processes_s']:.1f} s, Ready and untainted after "
+            f"{self.timings['node_ready_s']:.1f} s, "
+            f"{NODE_EXTENDED_RESOURCES} allocatable after {time.monotonic() - began:.1f} s"
+        )
+
     def stop(self) -> None:
-        """Stop every component and return only once none of them is running."""
-        for name in reversed(COMPONENTS):
-            processes.stop(self.dir, name)
-        left = {name: pid for name, pid in self.pids().items() if pid is not None}
+        """Stop the node and the control plane; return only once nothing of them is left."""
+        network = podnet.NodeNetwork(**self._state()["network"]) if self._has_network_state() else None
+        name = network.name if network else f"hr-{podnet.cluster_id(self.dir)}"
+        if network:
+            node_module.Node(self.dir, network).stop()
+        for component in reversed(COMPONENTS):
+            processes.stop(self.dir, component)
+        podnet.delete(name)
+        left = [f"{component} ({pid})" for component, pid in self.pids().items() if pid is not None]
+        if network:
+            left += node_module.Node(self.dir, network).leftovers()
+        left += podnet.leftovers(name)
         if left:
-            raise LocalClusterError(f"still running after stop: {left}")
+            raise LocalClusterError(f"still there after stop: {left}")
+
+    def _has_network_state(self) -> bool:
+        return self._state_file.is_file() and bool(self._state().get("network"))
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -210,7 +288,7 @@ class LocalCluster:
             "etcd": str(etcd_bin / "etcd"),
         }
 
-    def _write_pki(self, server: str) -> dict[str, Path]:
+    def _write_pki(self, server: str, network: podnet.NodeNetwork | None) -> dict[str, Path]:
         """Fresh keys per start: nothing outlives the cluster that trusted it."""
         pki_dir = self.dir / "pki"
         shutil.rmtree(pki_dir, ignore_errors=True)
@@ -218,8 +296,9 @@ class LocalCluster:
         ca = pki.CertificateAuthority()
         paths: dict[str, Path] = {}
         paths["ca.key"], paths["ca.crt"] = _write_pair(pki_dir, "ca", ca.pair)
+        api_addresses = (network.host_ip, network.kubernetes_service_ip) if network else (_KUBERNETES_SERVICE_IP,)
         paths["serving.key"], paths["serving.crt"] = _write_pair(
-            pki_dir, "serving", ca.serving_pair((_LOOPBACK, _KUBERNETES_SERVICE_IP))
+            pki_dir, "serving", ca.serving_pair((_LOOPBACK, *api_addresses))
         )
         paths["sa.key"], paths["sa.pub"] = _write_pair(
             pki_dir, "service-account", pki.service_account_signing_pair(), public_suffix=".pub"
@@ -229,12 +308,41 @@ class LocalCluster:
         # The bootstrap RBAC policy binds this user name to the controller-manager's cluster role.
         controller_manager = ca.client_pair("system:kube-controller-manager")
         paths["kcm.kubeconfig"] = pki_dir / "controller-manager.kubeconfig"
-        for target, user, pair in (
+        identities = [
             (paths["kcm.kubeconfig"], "system:kube-controller-manager", controller_manager),
             (self.kubeconfig, _ADMIN_USER, admin),
-        ):
+        ]
+        if network:
+            identities += self._node_pki(ca, pki_dir, network, paths)
+        for target, user, pair in identities:
             _write_kubeconfig(target, server, ca.pair.cert_pem, user, _certificate_credentials(pair))
         return paths
+
+    @staticmethod
+    def _node_pki(
+        ca: pki.CertificateAuthority, pki_dir: Path, network: podnet.NodeNetwork, paths: dict[str, Path]
+    ) -> list[tuple[Path, str, pki.KeyPair]]:
+        """The node's identities (the bootstrap RBAC policy and the Node authorizer know these names)
+        and the kubelet's serving certificate, which the API server verifies when it proxies logs/exec."""
+        node_user = f"system:node:{node_module.NODE_NAME}"
+        paths["kubelet-serving.key"], paths["kubelet-serving.crt"] = _write_pair(
+            pki_dir,
+            "kubelet-serving",
+            ca.serving_pair((network.node_ip,), common_name=node_user, dns_names=(node_module.NODE_NAME,)),
+        )
+        # The API server's identity towards the kubelet, which trusts any certificate from this CA.
+        paths["kubelet-client.key"], paths["kubelet-client.crt"] = _write_pair(
+            pki_dir, "apiserver-kubelet-client", ca.client_pair("kube-apiserver-kubelet-client")
+        )
+        identities = []
+        for stem, user, groups in (
+            ("kubelet", node_user, ("system:nodes",)),
+            ("scheduler", "system:kube-scheduler", ()),
+            ("proxy", "system:kube-proxy", ()),
+        ):
+            paths[f"{stem}.kubeconfig"] = pki_dir / f"{stem}.kubeconfig"
+            identities.append((paths[f"{stem}.kubeconfig"], user, ca.client_pair(user, groups)))
+        return identities
 
     def _start_etcd(self, ports: Mapping[str, int]) -> None:
         data_dir = self.dir / "etcd-data"
@@ -259,29 +367,43 @@ class LocalCluster:
             ],
         )
 
-    def _start_apiserver(self, ports: Mapping[str, int], paths: Mapping[str, Path]) -> None:
+    def _start_apiserver(
+        self, ports: Mapping[str, int], paths: Mapping[str, Path], network: podnet.NodeNetwork | None
+    ) -> None:
+        address = network.host_ip if network else _LOOPBACK
+        if network:
+            node_flags = [
+                f"--kubelet-client-certificate={paths['kubelet-client.crt']}",
+                f"--kubelet-client-key={paths['kubelet-client.key']}",
+                f"--kubelet-certificate-authority={paths['ca.crt']}",
+                "--kubelet-preferred-address-types=InternalIP",
+                # Pods reach the API server through the `kubernetes` Service at its address on the link.
+                "--endpoint-reconciler-type=lease",
+            ]
+        else:
+            # The `kubernetes` Service cannot list a loopback endpoint (validation forbids it), and
+            # nothing runs in-cluster that could use one: leave its endpoints unmanaged.
+            node_flags = ["--endpoint-reconciler-type=none"]
         processes.spawn(
             self.dir,
             "kube-apiserver",
             [
                 str(self._bin("kube-apiserver")),
                 f"--etcd-servers=http://{_LOOPBACK}:{ports['etcd']}",
-                f"--bind-address={_LOOPBACK}",
-                f"--advertise-address={_LOOPBACK}",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--secure-port={ports['api']}",
                 f"--tls-cert-file={paths['serving.crt']}",
                 f"--tls-private-key-file={paths['serving.key']}",
                 f"--client-ca-file={paths['ca.crt']}",
                 "--authorization-mode=Node,RBAC",
                 "--anonymous-auth=false",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={network.service_cidr if network else SERVICE_CIDR}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={paths['sa.pub']}",
                 f"--service-account-signing-key-file={paths['sa.key']}",
                 "--allow-privileged=true",
-                # The `kubernetes` Service cannot list a loopback endpoint (validation forbids it), and
-                # nothing runs in-cluster that could use one: leave its endpoints unmanaged.
-                "--endpoint-reconciler-type=none",
+                *node_flags,
                 f"--cert-dir={self.dir / 'pki'}",
                 "--profiling=false",
             ],
@@ -294,7 +416,7 @@ class LocalCluster:
             [
                 str(self._bin("kube-controller-manager")),
                 f"--kubeconfig={paths['kcm.kubeconfig']}",
-                f"--controllers={_CONTROLLERS}",
+                f"--controllers={_CONTROLLERS_WITH_NODE if self.with_node else _CONTROLLERS_WITHOUT_NODE}",
                 # Each controller acts as its own service account, as in a real cluster, so RBAC applies.
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={paths['sa.key']}",
@@ -318,7 +440,7 @@ class LocalCluster:
                 if pid is None and (self.dir / f"{name}.pid").exists():
                     raise LocalClusterError(f"{name} exited; end of its log:\n{processes.log_tail(self.dir, name)}")
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {n} ---\n{processes.log_tail(self.dir, n, 1500)}" for n in COMPONENTS)
+                logs = "\n".join(f"--- {n} ---\n{processes.log_tail(self.dir, n, 1500)}" for n in self._components())
                 raise LocalClusterError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
             time.sleep(0.2)
 
@@ -408,12 +530,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, logs, pids, etcd data)")
     parser.add_argument("--port", type=int, help="API server port (default: a free one)")
+    parser.add_argument(
+        "--no-node", action="store_true", help="the control plane alone, on loopback (no kubelet, no pods run)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    cluster = LocalCluster(args.dir)
+    cluster = LocalCluster(args.dir, with_node=not args.no_node)
     try:
         if args.command == "start":
             cluster.start(port=args.port)
@@ -428,7 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if all(pids.values()):
                 print(f"server {cluster.server}\nkubeconfig {cluster.kubeconfig}")
             return 0 if all(pids.values()) else 3
-    except (LocalClusterError, toolchain.ToolchainError) as exc:
+    except (
+        LocalClusterError,
+        toolchain.ToolchainError,
+        node_module.NodeError,
+        podnet.PodNetworkError,
+        sandboximage.SandboxImageError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

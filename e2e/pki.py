@@ -114,12 +114,17 @@ class CertificateAuthority:
         certificate = builder.sign(self._key, hashes.SHA256())
         return KeyPair(_key_pem(key), certificate.public_bytes(serialization.Encoding.PEM))
 
-    def serving_pair(self, ip_addresses: tuple[str, ...]) -> KeyPair:
-        """The kube-apiserver's serving certificate for loopback and the in-cluster service names."""
+    def serving_pair(
+        self,
+        ip_addresses: tuple[str, ...],
+        common_name: str = "kube-apiserver",
+        dns_names: tuple[str, ...] = _APISERVER_DNS_NAMES,
+    ) -> KeyPair:
+        """A serving certificate: by default the kube-apiserver's, for its addresses and service names."""
         return self._issue(
-            _name("kube-apiserver"),
+            _name(common_name),
             ExtendedKeyUsageOID.SERVER_AUTH,
-            dns_names=_APISERVER_DNS_NAMES,
+            dns_names=dns_names,
             ip_addresses=ip_addresses,
         )
 

@@ -64,13 +64,18 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    wrapper: Sequence[str] = (),
 ) -> int:
-    """Start `argv` detached with output in state_dir/logs/NAME.log; record and return its pid."""
+    """Start `argv` detached with output in state_dir/logs/NAME.log; record and return its pid.
+
+    `wrapper` goes in front of `argv` and must exec it (`nsenter ... --`): the pid is then argv's,
+    and argv alone is recorded, since that is the command line the process ends up with.
+    """
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(
-            list(argv),
+            [*wrapper, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,21 +1,22 @@
-"""The one stand-in in the local control plane: a fake node and a "kubelet" that reports pods Ready.
+"""The one stand-in: a fake node, for hardware that cannot exist here, and a "kubelet" that reports pods Ready.
 
-Why: the local control plane is kube-apiserver + kube-controller-manager + etcd; no kubelet, container
-runtime or scheduler can run on these machines (no Docker, no root cgroups). Everything the operator
-touches is real (API server, admission, RBAC, the garbage collector, the Deployment and ReplicaSet
-controllers), but pods would stay Pending forever. This module does the two things a scheduler and a
-kubelet would do, through the same API calls they use, and nothing else:
+Why: the local cluster has a real node (e2e/node.py) that runs every pod whose image exists here,
+but it cannot be a node with a given GPU product (say `nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB`),
+and a vLLM server cannot run without a GPU. For the operator's managed GPU pools, this module does
+the two things a scheduler and a kubelet on such a node would do, through the same API calls they
+use, and nothing else:
 
 - `register_node`: create a Node with the labels and extended resources of a GPU node (say
   `nvidia.com/gpu: "1"`) and report it Ready through the `nodes/status` subresource;
-- `mark_pods_ready`: bind pending pods to that node (`pods/binding`, as the scheduler does), report them
-  Running and Ready through `pods/status` (as a kubelet does), and finish graceful deletions of pods
-  on the node (as a kubelet does once containers exit). The real ReplicaSet and Deployment controllers
-  then compute readyReplicas and availableReplicas from those pods.
+- `mark_pods_ready`: bind pending pods to that node (`pods/binding`, as the scheduler does) unless the
+  real scheduler already has, report them Running and Ready through `pods/status` (as a kubelet
+  does), and finish graceful deletions of pods on the node (as a kubelet does once containers exit).
+  The real ReplicaSet and Deployment controllers then compute readyReplicas and availableReplicas.
 
-No container runs, so nothing listens on the pod IPs; tests that need a live model server run one on
-loopback instead. The node-lifecycle controllers are off in the controller-manager because nothing
-renews this node's heartbeat lease, and they would otherwise mark it unreachable and evict its pods.
+No container runs, so nothing listens on the pod IPs. Nothing renews this node's lease: with the
+node-lifecycle controllers on (a cluster with a real node), it is marked unreachable after their
+grace period (about 50 s), which is fine for a test that checks readiness at once. The demo, which
+starts its cluster without a real node, keeps those controllers off.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The local control plane is a real one: pinned version, TLS + RBAC enforced, controllers running.
+"""The local cluster is a real one: pinned version, TLS + RBAC enforced, controllers and a node running.
 
-The cluster tests share the session's `local_cluster`; the CLI test starts and stops a second one to
-prove `stop` leaves nothing behind. The PKI and toolchain tests need no cluster.
+The cluster tests share the session's `local_cluster`; the CLI test starts and stops a control plane
+without a node (tests/test_realnode.py covers the node's own start and stop). The PKI and toolchain
+tests need no cluster.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e import pki, processes, toolchain
-from e2e.localcluster import KubectlError, LocalCluster
+from e2e.localcluster import COMPONENTS, KubectlError, LocalCluster
+from e2e.node import NODE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -71,7 +73,9 @@ def test_server_runs_the_pinned_version_and_kubeconfig_is_cluster_admin(local_cl
     assert version["serverVersion"]["gitVersion"] == toolchain.KUBERNETES_VERSION
     identity = json.loads(local_cluster.kubectl("auth", "whoami", "-o", "json"))
     assert "system:masters" in identity["status"]["userInfo"]["groups"]
-    assert local_cluster.server.startswith("https://127.0.0.1:")
+    # The API server binds the host end of the node's link: the node and its pods reach it there.
+    assert local_cluster.network is not None
+    assert local_cluster.server.startswith(f"https://{local_cluster.network.host_ip}:")
 
 
 @pytest.mark.cluster
@@ -144,30 +148,61 @@ def test_garbage_collector_deletes_what_an_owner_owned(kube_api: client.ApiClien
     assert core.read_namespaced_config_map("bystander", k8s_namespace).metadata.name == "bystander"
 
 
+def _deployment(
+    name: str, container: client.V1Container, node_selector: dict[str, str] | None = None
+) -> client.V1Deployment:
+    return client.V1Deployment(
+        metadata={"name": name},
+        spec=client.V1DeploymentSpec(
+            replicas=1,
+            selector=client.V1LabelSelector(match_labels={"app": name}),
+            template=client.V1PodTemplateSpec(
+                metadata={"labels": {"app": name}},
+                spec=client.V1PodSpec(containers=[container], node_selector=node_selector),
+            ),
+        ),
+    )
+
+
+def _available_replicas(apps: client.AppsV1Api, name: str, namespace: str) -> int | None:
+    status = apps.read_namespaced_deployment_status(name, namespace).status
+    return status.ready_replicas if status.available_replicas == 1 else None
+
+
 @pytest.mark.cluster
-def test_deployment_becomes_ready_through_the_standin_kubelet(
+def test_deployment_becomes_available_on_the_real_node(
+    kube_api: client.ApiClient, k8s_namespace: str, tinyhttp_image: str
+) -> None:
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    container = client.V1Container(
+        name="web",
+        image=tinyhttp_image,
+        image_pull_policy="Never",
+        args=["serve", "8080"],
+        readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path="/", port=8080), period_seconds=1),
+    )
+    apps.create_namespaced_deployment(k8s_namespace, _deployment("web", container))
+
+    assert eventually(lambda: _available_replicas(apps, "web", k8s_namespace), "a Ready, available replica", 120) == 1
+    pods = core.list_namespaced_pod(k8s_namespace, label_selector="app=web").items
+    assert [pod.spec.node_name for pod in pods] == [NODE_NAME]
+    assert pods[0].status.container_statuses[0].state.running is not None
+
+
+@pytest.mark.cluster
+def test_standin_node_stands_in_for_a_gpu_product_that_cannot_exist_here(
     local_cluster: LocalCluster, kube_api: client.ApiClient, k8s_namespace: str
 ) -> None:
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
-    node = local_cluster.register_fake_node("gpu-node-a", labels={"hybridroute.io/gpu-pool": "a"})
+    product = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    node = local_cluster.register_fake_node("gpu-node-a", labels=product)
     container = client.V1Container(
         name="server",
         image="registry.invalid/model-server:1",
         resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}),
     )
-    apps.create_namespaced_deployment(
-        k8s_namespace,
-        client.V1Deployment(
-            metadata={"name": "model"},
-            spec=client.V1DeploymentSpec(
-                replicas=1,
-                selector=client.V1LabelSelector(match_labels={"app": "model"}),
-                template=client.V1PodTemplateSpec(
-                    metadata={"labels": {"app": "model"}}, spec=client.V1PodSpec(containers=[container])
-                ),
-            ),
-        ),
-    )
+    # The real node has no A100, so only the stand-in node fits this pod.
+    apps.create_namespaced_deployment(k8s_namespace, _deployment("model", container, node_selector=product))
 
     replica_sets = eventually(
         lambda: apps.list_namespaced_replica_set(k8s_namespace, label_selector="app=model").items or None,
@@ -181,28 +216,29 @@ def test_deployment_becomes_ready_through_the_standin_kubelet(
     assert len(ready_pods) == 1
     assert core.read_namespaced_pod(ready_pods[0], k8s_namespace).spec.node_name == node
 
-    def ready_replicas() -> int | None:
-        status = apps.read_namespaced_deployment_status("model", k8s_namespace).status
-        return status.ready_replicas if status.available_replicas == 1 else None
-
-    assert eventually(ready_replicas, "the deployment to count the pod Ready and available") == 1
+    ready = eventually(lambda: _available_replicas(apps, "model", k8s_namespace), "the pod Ready and available")
+    assert ready == 1
     assert core.read_node(node).status.allocatable["nvidia.com/gpu"] == "1"
 
 
 # -- its own control plane, through the command line ---------------------------------------------------
 @pytest.mark.cluster
-def test_cli_start_status_stop_leaves_nothing_running(tmp_path: Path) -> None:
+def test_cli_start_status_stop_without_a_node_leaves_nothing_running(tmp_path: Path) -> None:
+    """The control plane alone (`--no-node`); tests/test_realnode.py stops a cluster with its node."""
     state = tmp_path / "cli-cluster"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        script = [sys.executable, str(REPO_ROOT / "e2e" / "localcluster.py"), *args, "--dir", str(state)]
+        extra = ("--no-node",) if args[0] == "start" else ()
+        script = [sys.executable, str(REPO_ROOT / "e2e" / "localcluster.py"), *args, *extra, "--dir", str(state)]
         return subprocess.run(script, capture_output=True, text=True, timeout=240, cwd=tmp_path)
 
     started = cli("start")
     assert started.returncode == 0, started.stderr
     assert f"export KUBECONFIG={state / 'kubeconfig'}" in started.stdout
     pids = LocalCluster(state).pids()
+    assert sorted(pids) == sorted(COMPONENTS)
     assert all(pids.values()), pids
+    assert LocalCluster(state).server.startswith("https://127.0.0.1:")
     assert cli("status").returncode == 0
 
     stopped = cli("stop")

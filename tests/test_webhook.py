@@ -1,8 +1,9 @@
 """The chart and the injection webhook against the real local control plane.
 
 `helm install` into kube-apiserver: CRDs established, RBAC present, and `kubectl auth can-i` as the
-operator's ServiceAccount says yes to what the operator needs and no to anything broad. No kubelet
-runs here, so the operator Deployment never gets Pods; that is expected and not checked.
+operator's ServiceAccount says yes to what the operator needs and no to anything broad. The chart's
+default images (ghcr.io) cannot be pulled here, so its operator pods never start in these tests;
+tests/test_realnode_chart.py installs the chart with the images built here and runs them.
 
 The webhook: the operator's handler runs in a kopf operator in this process (KopfRunner thread) on
 127.0.0.1 with a certificate from a throwaway CA, registered by the chart's own
