@@ -57,6 +57,8 @@ def released(
     operator_repository, operator_tag = _repository_and_tag(project_images["operator"])
     router_repository, router_tag = _repository_and_tag(project_images["router"])
     adopt_existing(local_cluster, k8s_namespace, "inferenceendpoints.hybridroute.io", "routingpolicies.hybridroute.io")
+    network = local_cluster.network
+    assert network is not None, "the session cluster runs a real node"
     helm.run(
         "install",
         RELEASE,
@@ -70,6 +72,10 @@ def released(
         f"injection.image.repository={router_repository}",
         "--set",
         f"injection.image.tag={router_tag}",
+        # The operator probes only allow-listed hosts (none by default); the model servers here are
+        # reached by ClusterIP, as a platform team would allow its own Service range.
+        "--set",
+        f"probes.allowedHosts={{{network.service_cidr}}}",
         "--wait",
         "--timeout=240s",
         timeout=300,
