@@ -141,8 +141,15 @@ def mark_pods_ready(api: client.ApiClient, namespace: str, label_selector: str, 
                 metadata=client.V1ObjectMeta(name=name),
                 target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
             )
-            # The generated client cannot parse the Status this call returns; the raw response is enough.
-            core.create_namespaced_pod_binding(name, namespace, binding, _preload_content=False)
+            try:
+                # The generated client cannot parse the Status this call returns; the raw response is enough.
+                core.create_namespaced_pod_binding(name, namespace, binding, _preload_content=False)
+            except ApiException as exc:
+                # The real kube-scheduler may bind the pod first (to this node too: it fits here).
+                if exc.status != HTTPStatus.CONFLICT:
+                    raise
+                if core.read_namespaced_pod(name, namespace).spec.node_name != node:
+                    continue
         core.patch_namespaced_pod_status(name, namespace, {"status": _running_status(pod, _NODE_IP, now)})
         ready.append(name)
     return ready

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from http import HTTPStatus
 from typing import Any, Final
 
 import kubernetes
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from hybridroute_operator import ownership
@@ -33,6 +35,8 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 REQUEST_TIMEOUT_SECONDS: Final = 30
+CONFIG_MAP_APPLY_ATTEMPTS: Final = 3
+"""A policy's ConfigMap changed between its claim and its apply this many times in a row: give up for now."""
 
 
 class OwnershipConflict(Exception):
@@ -93,6 +97,17 @@ class Cluster:
         a privacy-tightening one included, would never reach the routers. The forced apply carries the
         resourceVersion it claimed, so an object replaced in between is a 409, never taken over.
         """
+        attempts_left = CONFIG_MAP_APPLY_ATTEMPTS
+        while True:
+            try:
+                return self._publish_config_map(manifest)
+            except ApiException as exc:
+                # Changed between the claim and the apply (a hand edit landing, say): claim it again.
+                attempts_left -= 1
+                if exc.status != HTTPStatus.CONFLICT or not attempts_left:
+                    raise
+
+    def _publish_config_map(self, manifest: Mapping[str, Any]) -> list[str]:
         live = self.claim(manifest)
         if live is None:
             self._apply(manifest, force=False)
