@@ -109,7 +109,8 @@ def test_cloud_endpoint_waits_for_its_secret(kube: Kube, running_operator: Path)
         },
     )
     eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "False", "SecretMissing"), "SecretMissing")
-    assert kube.events("openai", "SecretMissing"), "a Warning event explains the missing Secret"
+    # kopf posts events from a queue, so the event may land after the status patch
+    eventually(lambda: kube.events("openai", "SecretMissing"), "a Warning event explains the missing Secret")
     kube.create_secret("openai")
     eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "True", "SecretFound"), "Ready=True")
     endpoint = kube.get(ENDPOINT_PLURAL, "openai") or {}

@@ -70,7 +70,8 @@ def test_a_managed_endpoint_refuses_a_teams_service_and_deleting_it_leaves_the_s
     )
     message = (kube.condition(ENDPOINT_PLURAL, "llama", "Ready") or {})["message"]
     assert "Service llama exists and is not owned by InferenceEndpoint llama" in message
-    assert kube.events("llama", "OwnershipConflict"), "a Warning event names the conflict"
+    # kopf posts events from a queue, so the event may land after the status patch
+    eventually(lambda: kube.events("llama", "OwnershipConflict"), "a Warning event names the conflict")
     service = kube.core.read_namespaced_service("llama", kube.namespace)
     assert service.metadata.owner_references is None, "no controller reference: the GC can never take it"
     assert service.spec.selector == {"app": "payments"}
