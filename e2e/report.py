@@ -75,7 +75,7 @@ def breaker_changes(timeline: Sequence[Sample], endpoint: str) -> list[tuple[flo
 def spills(records: Sequence[RequestRecord]) -> list[RequestRecord]:
     """Requests the router spilled: sent to the cloud first because the local pool was saturated,
     short of replicas or in slow start (reason `spill`, docs/saturation.md), in sending order."""
-    return sorted((record for record in records if record.reason.split(";")[0] == "spill"), key=lambda r: r.at)
+    return sorted((record for record in records if record.spilled), key=lambda r: r.at)
 
 
 def phase_starts(timeline: Sequence[Sample]) -> list[tuple[str, float]]:

@@ -226,5 +226,6 @@ def test_the_report_marks_spilled_requests_and_when_spilling_began() -> None:
     records = [record(1, "local", "routine"), record(14, "cloud", "spill"), record(12, "cloud", "spill"),
                record(13, "cloud", "routine;fallback")]  # fmt: skip
     assert [r.at for r in spills(records)] == [12, 14]
+    assert totals(records, "local").spilled == 2
     text = markdown(records, [], phases, "local", "cloud", 5.0, "the SIMULATOR")
     assert "- first spill at t=12 s; spilled requests per phase: steady 0, peak 2" in text
