@@ -29,6 +29,10 @@ would measure the neighbours). Reported per mode:
                   transitions, per minute of schedule
   cloud USD       the routers' cost estimate summed over cloud-served requests
 
+With `--rounds N` the modes run N times, interleaved (p95, inflight, saturation, p95, ...), one row
+per run, so a drift of the machine's speed shows up as spread within a mode rather than as a
+difference between modes.
+
 Results: a table on stdout and JSON under bench/results/.
 """
 
@@ -315,6 +319,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", action="append", choices=MODES, help="default: all three")
     parser.add_argument("--peak", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=1, help="run the modes this many times, interleaved")
     parser.add_argument("--steady", type=float, default=20)
     parser.add_argument("--ramp", type=float, default=40)
     parser.add_argument("--hold", type=float, default=30)
@@ -338,7 +343,7 @@ def main() -> None:
         prometheus.start()
         timed_request(llama_url)  # pages the model in
         print(f"workdir {workdir}", flush=True)
-        for mode in args.mode or MODES:
+        for mode in [mode for _ in range(args.rounds) for mode in args.mode or MODES]:
             idle(llama_url)
             # Measured again before every mode: on shared CPUs the pool's speed drifts between modes.
             request_ms = statistics.median([timed_request(llama_url) for _ in range(3)])
@@ -353,7 +358,7 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait(30)
-    print(table(results))
+    print(table(sorted(results, key=lambda r: MODES.index(r.mode))))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"spillover-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps({"schedule": asdict(schedule), "results": [asdict(r) for r in results]}, indent=2))
