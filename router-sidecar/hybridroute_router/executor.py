@@ -59,6 +59,7 @@ from .errors import (
 )
 from .limiter import ConcurrencyLimiter
 from .metrics import RouterMetrics
+from .outcome import Location, RequestOutcome, build_outcome, location_of
 from .policy import Candidate, Decision
 from .profile import RequestProfile
 from .proxy import SSERelay, Usage, client_wants_usage, sse_error_event, upstream_body, upstream_headers, usage_of
@@ -139,6 +140,11 @@ class _Trail:
     failures: list[str] = field(default_factory=list)
     last_failure: _Failure | None = None
     out_of_retries: bool = False
+    attempted: list[tuple[str, Location]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    first_chunk_at: float | None = None
 
 
 def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
@@ -236,6 +242,8 @@ class Executor:
         self._sleep = sleep
         self._environ = environ
         self.decisions = DecisionLog(log, DecisionSummary(clock))
+        self.observers: list[Callable[[RequestOutcome], None]] = []
+        """Called with every finished request (audit trail, GenAI metrics, spans)."""
         self._retry_budget: RetryBudget | None = None
         self._retry_budget_key: tuple[int, int] | None = None
 
@@ -288,6 +296,7 @@ class Executor:
                 continue
             breaker, permit = admitted
             trail.attempts += 1
+            trail.attempted.append((endpoint.name, location_of(endpoint)))
             sent_at = self.clock()
             outcome = await self._attempt(request, endpoint, timeouts, breaker, permit)
             trail.upstream_wait_s += self.clock() - sent_at
@@ -454,7 +463,7 @@ class Executor:
             ("x-hybridroute-overhead-ms", f"{overhead_ms:.3f}"),
         ]
 
-    def _meter(self, request: RoutedRequest, candidate: Candidate, usage: Usage | None) -> float:
+    def _meter(self, request: RoutedRequest, candidate: Candidate, usage: Usage | None, trail: _Trail) -> float:
         """Tokens and cost from the upstream's usage when it reported one, else the decision's estimate."""
         endpoint = candidate.endpoint
         if usage is None:
@@ -467,11 +476,12 @@ class Executor:
         )
         if not endpoint.is_local:
             self.spend.record(cost)
+        trail.input_tokens, trail.output_tokens, trail.cost_usd = usage.input_tokens, usage.output_tokens, cost
         return cost
 
     def _complete(self, request: RoutedRequest, candidate: Candidate, answer: _Answer, trail: _Trail) -> Served:
         ok = answer.status < 400
-        cost = self._meter(request, candidate, answer.usage) if ok else 0.0
+        cost = self._meter(request, candidate, answer.usage, trail) if ok else 0.0
         headers = self._headers(request, candidate, trail, cost, answer.content_type)
         outcome = "success" if ok else "client_error"
         if not answer.schema_valid:
@@ -490,6 +500,7 @@ class Executor:
         breaker: CircuitBreaker,
         permit: Permit,
     ) -> Served:
+        trail.first_chunk_at = self.clock()
         headers = self._headers(request, candidate, trail, candidate.estimated_cost_usd, committed.content_type)
         relay = SSERelay(keep_usage=client_wants_usage(request.body))
         stream = self._relay(request, candidate, committed, relay, trail, sent_at, breaker, permit)
@@ -524,7 +535,7 @@ class Executor:
             if outcome == "success":
                 breaker.record_success(duration, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, "ok", duration)
-                self._meter(request, candidate, relay.usage)
+                self._meter(request, candidate, relay.usage, trail)
             elif kind is not None:
                 breaker.record_failure(kind, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, kind, duration)
@@ -558,9 +569,13 @@ class Executor:
         if held:
             yield held
 
-    def _finish(self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail) -> None:
+    def _finish(
+        self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str = ""
+    ) -> None:
         config = request.config
         self.metrics.observe_request(config.policy.name, endpoint, outcome, trail.attempts)
+        if self.observers:
+            self._observe(request, endpoint, outcome, status, trail, error_type)
         routine = outcome == "success" and trail.attempts == 1 and not trail.failures
 
         def details() -> dict[str, Any]:
@@ -593,5 +608,33 @@ class Executor:
             error = UpstreamInvalidResponse(f"all {attempts} upstream attempts failed: {summary}")
         else:
             error = UpstreamUnavailable(f"all {attempts} upstream attempts failed: {summary}")
-        self._finish(request, "", "upstream_error", error.status, trail)
+        self._finish(request, "", "upstream_error", error.status, trail, error.code or "upstream_error")
         return error
+
+    def _observe(
+        self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str
+    ) -> None:
+        served = next((c.endpoint for c in request.decision.candidates if c.endpoint.name == endpoint), None)
+        now = self.clock()
+        if not error_type and outcome not in ("success", "structured_output_invalid"):
+            error_type = str(status) if outcome == "client_error" else outcome
+        finished = build_outcome(
+            config=request.config,
+            kind=request.profile.kind,
+            profile=request.profile,
+            decision=request.decision,
+            attempted=trail.attempted,
+            served=served,
+            outcome=outcome,
+            status=status,
+            error_type=error_type,
+            input_tokens=trail.input_tokens,
+            output_tokens=trail.output_tokens,
+            cost_usd=trail.cost_usd,
+            duration_s=now - request.started,
+            finished_at=time.time(),
+            first_chunk_s=None if trail.first_chunk_at is None else trail.first_chunk_at - request.started,
+            breaker_state=request.breakers[endpoint].state if served is not None else "",
+        )
+        for observer in self.observers:
+            observer(finished)
