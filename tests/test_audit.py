@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -19,17 +19,18 @@ import yaml
 from click.testing import CliRunner
 
 from hybridroute_operator.usercli import hybridroute
-from hybridroute_router.audit import AuditTrail, audit_record, rotated_path
+from hybridroute_router.audit import AuditTrail, rotated_path
 from hybridroute_router.auditquery import AuditSummary, read_paths, summarize
 from hybridroute_router.outcome import RequestOutcome
-from tests.fixtures.upstreams import endpoint
+from tests.fixtures.upstreams import endpoint, router_config
 
 PII = "jane.doe@example.com"
 
 
 def outcome(**fields: Any) -> RequestOutcome:
+    """A served public request, with `fields` changed (`reached_cloud` follows `attempts`)."""
     values: dict[str, Any] = {
-        "finished_at": 1_000.0,
+        "ts": 1_000.0,
         "duration_s": 0.01,
         "namespace": "team-a",
         "policy": "chat",
@@ -37,10 +38,10 @@ def outcome(**fields: Any) -> RequestOutcome:
         "operation": "chat",
         "stream": False,
         "private": False,
-        "privacy_reasons": (),
-        "route_reason": "routine",
-        "candidates": ("local-a", "cloud-a"),
-        "attempted": (("local-a", "local"),),
+        "privacy": (),
+        "reason": "routine",
+        "candidates": ["local-a", "cloud-a"],
+        "attempts": [("local-a", "local")],
         "endpoint": "local-a",
         "location": "local",
         "provider": "vllm",
@@ -54,12 +55,16 @@ def outcome(**fields: Any) -> RequestOutcome:
         "cost_usd": 0.0,
         "first_chunk_s": None,
         "breaker_state": "closed",
+        "fallback": False,
+        **fields,
     }
-    return RequestOutcome(**{**values, **fields})
+    values["reached_cloud"] = any(location == "cloud" for _, location in values["attempts"])
+    return cast(RequestOutcome, values)
 
 
 def line(**fields: Any) -> bytes:
-    return orjson.dumps(audit_record(outcome(**fields), "pod-1"))
+    """One record as `AuditTrail` writes it (without the newline)."""
+    return orjson.dumps({"v": 1, "pod": "pod-1", **outcome(**fields)})
 
 
 # -------------------------------------------------------------------------------------------------
@@ -69,13 +74,13 @@ def line(**fields: Any) -> bytes:
 def test_every_record_is_one_line_appended_and_a_reopened_trail_keeps_the_old_ones(tmp_path: Path) -> None:
     path = tmp_path / "audit" / "audit.jsonl"
     trail = AuditTrail(path, pod="pod-1")
-    trail(outcome(finished_at=1.0))
-    trail(outcome(finished_at=2.0, private=True, privacy_reasons=("detector:email",)))
+    trail(outcome(ts=1.0))
+    trail(outcome(ts=2.0, private=True, privacy=("detector:email",)))
     # Written before close: another process reading now sees both (one write(2) each, no buffer).
     assert len(path.read_bytes().splitlines()) == 2
     trail.close()
     again = AuditTrail(path, pod="pod-1")
-    again(outcome(finished_at=3.0))
+    again(outcome(ts=3.0))
     again.close()
     records = [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
     assert [record["ts"] for record in records] == [1.0, 2.0, 3.0]
@@ -88,7 +93,7 @@ def test_rotation_bounds_the_trail_and_keeps_the_newest_records(tmp_path: Path) 
     path = tmp_path / "audit.jsonl"
     trail = AuditTrail(path, max_bytes=2048, backups=2, pod="p")
     for index in range(200):
-        trail(outcome(finished_at=float(index)))
+        trail(outcome(ts=float(index)))
     trail.close()
     files = sorted(tmp_path.iterdir())
     assert files == [path, rotated_path(path, 1), rotated_path(path, 2)]
@@ -114,17 +119,17 @@ def test_a_failed_write_never_raises_and_is_counted(tmp_path: Path) -> None:
 
 def test_summary_counts_private_requests_and_finds_one_that_reached_a_cloud_endpoint() -> None:
     lines = [
-        line(finished_at=10.0),
-        line(finished_at=11.0, private=True, privacy_reasons=("header",)),
-        line(finished_at=12.0, private=True, endpoint="", location=None, outcome="upstream_error", status=503),
+        line(ts=10.0),
+        line(ts=11.0, private=True, privacy=("header",)),
+        line(ts=12.0, private=True, endpoint=None, location=None, outcome="upstream_error", status=503),
         line(
-            finished_at=13.0,
+            ts=13.0,
             private=True,
-            attempted=(("local-a", "local"), ("cloud-a", "cloud")),
+            attempts=(("local-a", "local"), ("cloud-a", "cloud")),
             endpoint="local-a",
         ),
-        line(finished_at=14.0, attempted=(("cloud-a", "cloud"),), endpoint="cloud-a", location="cloud"),
-        line(finished_at=99.0, private=True, attempted=(("cloud-b", "cloud"),)),  # outside the period
+        line(ts=14.0, attempts=(("cloud-a", "cloud"),), endpoint="cloud-a", location="cloud"),
+        line(ts=99.0, private=True, attempts=(("cloud-b", "cloud"),)),  # outside the period
     ]
     summary = summarize(lines, since=10.0, until=99.0)
     assert (summary.records, summary.private, summary.private_served, summary.private_refused) == (5, 3, 2, 1)
@@ -140,8 +145,8 @@ def test_lines_that_are_not_records_are_counted_unreadable() -> None:
 
 
 def test_a_directory_is_read_with_its_rotations(tmp_path: Path) -> None:
-    (tmp_path / "audit.jsonl").write_bytes(line(finished_at=1.0) + b"\n")
-    (tmp_path / "audit.jsonl.1").write_bytes(line(finished_at=2.0) + b"\n" + line(finished_at=3.0) + b"\n")
+    (tmp_path / "audit.jsonl").write_bytes(line(ts=1.0) + b"\n")
+    (tmp_path / "audit.jsonl.1").write_bytes(line(ts=2.0) + b"\n" + line(ts=3.0) + b"\n")
     (tmp_path / "notes.txt").write_text("ignored")
     summary = AuditSummary()
     summarize(read_paths([tmp_path], summary), None, None, summary)
@@ -157,8 +162,8 @@ def test_a_directory_is_read_with_its_rotations(tmp_path: Path) -> None:
     ("lines", "args", "code", "says"),
     [
         ([line()], [], 0, "private requests that reached a cloud endpoint: 0"),
-        ([line(private=True, attempted=(("cloud-a", "cloud"),))], [], 1, "VIOLATION"),
-        ([line(finished_at=5.0)], ["--since", "1970-01-01T00:00:10Z"], 3, "records: 0"),
+        ([line(private=True, attempts=(("cloud-a", "cloud"),))], [], 1, "VIOLATION"),
+        ([line(ts=5.0)], ["--since", "1970-01-01T00:00:10Z"], 3, "records: 0"),
         ([b"garbage", line()], [], 3, "records: 1"),
     ],
 )
@@ -237,3 +242,29 @@ def test_audit_answers_from_real_router_records_across_a_restart(
     # A period before the traffic: nothing to vouch for.
     early = subprocess.run([*command, "--until", str(since)], capture_output=True, timeout=60)
     assert early.returncode == 3
+
+
+def test_requests_refused_before_any_attempt_are_recorded_too(
+    upstream_sim: Any, router: Any, sdk_client: Any, tmp_path: Path
+) -> None:
+    import openai
+
+    cloud = upstream_sim("cloud")
+    running = router(router_config(endpoint("cloud-a", cloud, "cloud")))
+    trail = AuditTrail(tmp_path / "audit.jsonl", pod="p")
+    running.app.executor.observers.append(trail)
+    client = sdk_client(running)
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], extra_headers={"x-hybridroute-privacy": "y"}
+        )
+    assert refused.value.status_code == 503
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-alias", messages=[{"role": "user", "content": "x"}])
+    trail.close()
+
+    private, unknown = (orjson.loads(raw) for raw in (tmp_path / "audit.jsonl").read_bytes().splitlines())
+    assert (private["outcome"], private["status"], private["private"]) == ("rejected", 503, True)
+    assert (private["privacy"], private["attempts"], private["endpoint"]) == (["header"], [], None)
+    assert (unknown["outcome"], unknown["status"], unknown["private"]) == ("rejected", 404, False)
+    assert cloud.requests == []

@@ -21,10 +21,13 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.upstream_sim import Fault
+from hybridroute_router.genai import GenAIMetrics
 from tests.fixtures.upstreams import endpoint, router_config
+from tests.test_audit import outcome
 
 SECRET_WORD = "zebra-quartz"
 CLOUD_FIRST = [{"name": "to-cloud", "match": {"models": ["cloudy"]}, "action": {"prefer": "cloud"}}]
@@ -94,6 +97,26 @@ def test_a_failed_operation_is_recorded_with_its_error_type(upstream_sim: Any, r
     assert [(s.labels["error_type"], s.value) for s in durations] == [("upstream_unavailable", 1)]
     usage = scrape(running)["gen_ai_client_token_usage"]
     assert [s for s in usage if s.name.endswith("_count")] == []  # no usage without an answer
+
+
+def test_buckets_are_cumulative_and_a_value_on_a_bound_counts_in_that_bucket() -> None:
+    registry = CollectorRegistry()
+    genai = GenAIMetrics(registry)
+    for seconds in (0.01, 0.015, 100.0):  # on the first bound, between the first two, above the last
+        genai(outcome(duration_s=seconds))
+    genai(outcome(attempts=[]))  # refused before any attempt: not a GenAI operation
+    family = next(
+        f
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        if f.name.endswith("duration_seconds")
+    )
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert (buckets["0.01"], buckets["0.02"], buckets["81.92"], buckets["+Inf"]) == (1, 2, 2, 3)
+    totals = {s.name: s.value for s in family.samples if not s.name.endswith("_bucket")}
+    assert totals == {
+        "gen_ai_client_operation_duration_seconds_count": 3,
+        "gen_ai_client_operation_duration_seconds_sum": 100.025,
+    }
 
 
 # -------------------------------------------------------------------------------------------------

@@ -5,11 +5,14 @@ decision log cannot: routine requests are only summarised there and it shares st
 other line. This sink writes every request, routine or not, to its own file (`--audit-file`; the
 injected sidecar puts it on an emptyDir volume, which outlives a restart of the router container):
 
-    {"v":1,"ts":1764646800.123,"namespace":"team-a","pod":"app-7d9f","policy":"chat",
-     "config_hash":"…","operation":"chat","private":true,"privacy":["detector:email"],
-     "reason":"private","candidates":["gpu-pool"],"attempts":[["gpu-pool","local"]],
-     "endpoint":"gpu-pool","location":"local","outcome":"success","status":200,
-     "input_tokens":12,"output_tokens":30,"cost_usd":0.0,"reached_cloud":false}
+    {"v":1,"pod":"app-7d9f","ts":1764646800.123,"duration_s":0.84,"namespace":"team-a",
+     "policy":"chat","config_hash":"sha256:…","operation":"chat","stream":false,"private":true,
+     "privacy":["detector:email"],"reason":"private","candidates":["gpu-pool"],
+     "attempts":[["gpu-pool","local"]],"endpoint":"gpu-pool","location":"local", …,
+     "outcome":"success","status":200,"input_tokens":12,"output_tokens":30,"cost_usd":0.0,
+     "reached_cloud":false}
+
+(every field: `outcome.RequestOutcome`).
 
 Never text: `privacy` names the reasons and detector classes that matched, not what matched.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,32 +45,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_BACKUPS = 3
 
 log = logging.getLogger("hybridroute.router.audit")
-
-
-def audit_record(outcome: RequestOutcome, pod: str) -> dict[str, Any]:
-    """The JSON object written for `outcome` (pure)."""
-    return {
-        "v": RECORD_VERSION,
-        "ts": round(outcome.finished_at, 3),
-        "namespace": outcome.namespace,
-        "pod": pod,
-        "policy": outcome.policy,
-        "config_hash": outcome.config_hash,
-        "operation": outcome.operation,
-        "private": outcome.private,
-        "privacy": outcome.privacy_reasons,
-        "reason": outcome.route_reason,
-        "candidates": outcome.candidates,
-        "attempts": outcome.attempted,
-        "endpoint": outcome.endpoint or None,
-        "location": outcome.location,
-        "outcome": outcome.outcome,
-        "status": outcome.status,
-        "input_tokens": outcome.input_tokens,
-        "output_tokens": outcome.output_tokens,
-        "cost_usd": round(outcome.cost_usd, 8),
-        "reached_cloud": outcome.reached_cloud,
-    }
 
 
 class AuditTrail:
@@ -84,6 +62,8 @@ class AuditTrail:
         self.backups = backups
         # In a pod the hostname is the pod's name (unless the pod sets spec.hostname).
         self.pod = pod if pod is not None else os.environ.get("HOSTNAME") or socket.gethostname()
+        # Every line starts with the version and the pod: encoded once, not per record.
+        self._prefix = orjson.dumps({"v": RECORD_VERSION, "pod": self.pod})[:-1] + b","
         self.failed_writes = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = -1
@@ -95,10 +75,10 @@ class AuditTrail:
         self._size = os.fstat(self._fd).st_size
 
     def __call__(self, outcome: RequestOutcome) -> None:
-        self.write(audit_record(outcome, self.pod))
+        self.write(outcome)
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record) + b"\n"
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = self._prefix + orjson.dumps(record)[1:] + b"\n"
         try:
             if self._size + len(line) > self.max_bytes and self._size > 0:
                 self._rotate()

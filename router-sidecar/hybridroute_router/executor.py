@@ -614,7 +614,11 @@ class Executor:
     def _observe(
         self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str
     ) -> None:
-        served = next((c.endpoint for c in request.decision.candidates if c.endpoint.name == endpoint), None)
+        served = None
+        for candidate in request.decision.candidates:
+            if candidate.endpoint.name == endpoint:
+                served = candidate.endpoint
+                break
         now = self.clock()
         if not error_type and outcome not in ("success", "structured_output_invalid"):
             error_type = str(status) if outcome == "client_error" else outcome

@@ -16,13 +16,21 @@ policy as on every hybridroute series. Cardinality is bounded by the config: mod
 endpoints' configured models, never the client's `model` field or the upstream's answer; no request
 ids, prompts or users. Requests refused before any attempt are not GenAI operations and are not
 recorded here (they are in `hybridroute_requests_total`).
+
+Hot path: three or four observations per request. prometheus_client's Histogram takes a lock and
+bumps two values per observation; these histograms only ever change on the event loop's thread
+(the scrape runs on the same loop), so `_LoopHistogram` keeps plain per-bucket counts and turns
+them into cumulative buckets at scrape time, through a collector on the same registry.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .outcome import RequestOutcome
 
@@ -38,58 +46,85 @@ _COMMON = ["namespace", "policy", "gen_ai_operation_name", "gen_ai_provider_name
 _MODELS = ["gen_ai_request_model", "gen_ai_response_model"]
 
 
-class GenAIMetrics:
+class _LoopHistogram:
+    """A labelled histogram for one thread: per-label bucket counts and a sum, no locks."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float], unit: str
+    ) -> None:
+        self.name, self.documentation, self.unit = name, documentation, unit
+        self.labels = list(labels)
+        self.bounds = tuple(float(bound) for bound in buckets)
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        """labels -> [count per bound..., count above the last bound, sum]."""
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels, unit=self.unit)
+        for labels, series in self.series.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*self.bounds, float("inf")), series[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric(list(labels), buckets, series[-1])
+        return family
+
+
+class GenAIMetrics(Collector):
     """The three GenAI client histograms, observed once per finished request."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.duration = Histogram(
+        self.duration = _LoopHistogram(
             "gen_ai_client_operation_duration",
             "GenAI operation duration (gen_ai.client.operation.duration).",
             [*_COMMON, *_MODELS, "error_type"],
+            DURATION_BUCKETS,
             unit="seconds",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
         )
-        self.token_usage = Histogram(
+        self.token_usage = _LoopHistogram(
             "gen_ai_client_token_usage",
             "Number of input and output tokens used (gen_ai.client.token.usage, unit {token}).",
             [*_COMMON, *_MODELS, "gen_ai_token_type"],
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
+            TOKEN_BUCKETS,
+            unit="",
         )
-        self.first_chunk = Histogram(
+        self.first_chunk = _LoopHistogram(
             "gen_ai_client_operation_time_to_first_chunk",
             "Time to receive the first chunk of a streamed response (gen_ai.client.operation.time_to_first_chunk).",
             [*_COMMON, *_MODELS],
+            FIRST_CHUNK_BUCKETS,
             unit="seconds",
-            buckets=FIRST_CHUNK_BUCKETS,
-            registry=registry,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        registry.register(self)
 
-    def _child(self, metric: Histogram, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def collect(self) -> Iterator[Metric]:
+        for histogram in (self.duration, self.token_usage, self.first_chunk):
+            yield histogram.family()
 
     def __call__(self, outcome: RequestOutcome) -> None:
-        if not outcome.attempted:
+        if not outcome["attempts"]:
             return
-        provider = PROVIDER_NAMES.get(outcome.provider, outcome.provider)
+        provider = outcome["provider"]
         labels = (
-            outcome.namespace,
-            outcome.policy,
-            outcome.operation,
-            provider,
-            outcome.request_model,
-            outcome.response_model,
+            outcome["namespace"],
+            outcome["policy"],
+            outcome["operation"],
+            PROVIDER_NAMES.get(provider, provider),
+            outcome["request_model"],
+            outcome["response_model"],
         )
-        self._child(self.duration, *labels, outcome.error_type).observe(outcome.duration_s)
-        if outcome.first_chunk_s is not None:
-            self._child(self.first_chunk, *labels).observe(outcome.first_chunk_s)
-        if not outcome.error_type:
-            self._child(self.token_usage, *labels, "input").observe(outcome.input_tokens)
-            if outcome.operation != "embeddings":
-                self._child(self.token_usage, *labels, "output").observe(outcome.output_tokens)
+        error_type = outcome["error_type"]
+        self.duration.observe((*labels, error_type), outcome["duration_s"])
+        first_chunk_s = outcome["first_chunk_s"]
+        if first_chunk_s is not None:
+            self.first_chunk.observe(labels, first_chunk_s)
+        if not error_type:
+            self.token_usage.observe((*labels, "input"), outcome["input_tokens"])
+            if outcome["operation"] != "embeddings":
+                self.token_usage.observe((*labels, "output"), outcome["output_tokens"])

@@ -10,8 +10,7 @@ outcomes, so nothing an observer writes can quote a prompt, a matched value or a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 from .config import EndpointConfig, RouterConfig
 from .policy import Decision
@@ -23,11 +22,14 @@ OPERATION_NAMES = {"chat": "chat", "completions": "text_completion", "embeddings
 """Request kind -> GenAI `gen_ai.operation.name` well-known value."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestOutcome:
-    """One client request, finished: routed and answered (or refused)."""
+class RequestOutcome(TypedDict):
+    """One client request, finished: routed and answered (or refused). Observers only read it.
 
-    finished_at: float
+    A plain dict, because it is the audit record itself (`audit` adds the version and the pod and
+    writes it as is): one object per request, no copy from a model into a record.
+    """
+
+    ts: float
     """Unix time (wall clock) when the request finished."""
     duration_s: float
     """From arrival to the final answer (for a stream: to its end)."""
@@ -38,21 +40,22 @@ class RequestOutcome:
     """GenAI operation name: chat, text_completion or embeddings."""
     stream: bool
     private: bool
-    privacy_reasons: tuple[str, ...]
+    privacy: tuple[str, ...]
     """header, policy, detector:<name>, unreadable:<kind>: names only, never what matched."""
-    route_reason: str
-    candidates: tuple[str, ...]
-    attempted: tuple[tuple[str, Location], ...]
+    reason: str
+    """The decision's route reason."""
+    candidates: list[str]
+    attempts: list[tuple[str, Location]]
     """Every upstream attempt in order: (endpoint, local|cloud); repeats when an endpoint was retried."""
-    endpoint: str
-    """The endpoint that answered; empty when none did."""
+    endpoint: str | None
+    """The endpoint that answered; None when none did."""
     location: Location | None
     provider: str
     """The answering endpoint's provider (else the first candidate's); empty when there was none."""
     request_model: str
     """Model the router asked for first (the first candidate's configured model)."""
     response_model: str
-    """Configured model of the endpoint that answered."""
+    """Configured model of the endpoint that answered; empty when none did."""
     outcome: str
     """success, client_error, structured_output_invalid, stream_error, client_disconnected,
     upstream_error, or rejected (refused before any attempt)."""
@@ -66,17 +69,10 @@ class RequestOutcome:
     """Streams only: from arrival to the first body chunk."""
     breaker_state: str
     """State of the answering endpoint's breaker when the request finished; empty when none answered."""
-
-    @property
-    def fallback(self) -> bool:
-        """The answer came from a later candidate or took more than one attempt."""
-        first = self.candidates[0] if self.candidates else ""
-        return len(self.attempted) > 1 or (bool(self.endpoint) and self.endpoint != first)
-
-    @property
-    def reached_cloud(self) -> bool:
-        """Any byte of this request went to a cloud endpoint (attempted there, answered or not)."""
-        return any(location == "cloud" for _, location in self.attempted)
+    fallback: bool
+    """The answer came from a later candidate or took more than one attempt."""
+    reached_cloud: bool
+    """Any attempt went to a cloud endpoint (answered or not)."""
 
 
 def location_of(endpoint: EndpointConfig) -> Location:
@@ -105,32 +101,36 @@ def build_outcome(
     """The outcome of one request from what the app and executor hold (`profile`/`decision` may be
     missing for a request refused before they were made)."""
     candidates = decision.candidates if decision is not None else ()
+    names = [candidate.endpoint.name for candidate in candidates]
     first = candidates[0].endpoint if candidates else None
     named = served or first
-    return RequestOutcome(
-        finished_at=finished_at,
-        duration_s=duration_s,
-        namespace=config.policy.namespace,
-        policy=config.policy.name,
-        config_hash=config.config_hash,
-        operation=OPERATION_NAMES.get(kind, kind),
-        stream=profile.stream if profile is not None else False,
-        private=decision.private if decision is not None else bool(profile and profile.sensitive_reasons),
-        privacy_reasons=profile.sensitive_reasons if profile is not None else (),
-        route_reason=decision.reason if decision is not None else "",
-        candidates=tuple(candidate.endpoint.name for candidate in candidates),
-        attempted=tuple(attempted),
-        endpoint=served.name if served is not None else "",
-        location=location_of(served) if served is not None else None,
-        provider=named.provider if named is not None else "",
-        request_model=first.model if first is not None else "",
-        response_model=served.model if served is not None else "",
-        outcome=outcome,
-        status=status,
-        error_type=error_type,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd,
-        first_chunk_s=first_chunk_s,
-        breaker_state=breaker_state,
-    )
+    attempts = list(attempted)
+    return {
+        "ts": finished_at,
+        "duration_s": duration_s,
+        "namespace": config.policy.namespace,
+        "policy": config.policy.name,
+        "config_hash": config.config_hash,
+        "operation": OPERATION_NAMES.get(kind, kind),
+        "stream": profile.stream if profile is not None else False,
+        "private": decision.private if decision is not None else bool(profile and profile.sensitive_reasons),
+        "privacy": profile.sensitive_reasons if profile is not None else (),
+        "reason": decision.reason if decision is not None else "",
+        "candidates": names,
+        "attempts": attempts,
+        "endpoint": served.name if served is not None else None,
+        "location": location_of(served) if served is not None else None,
+        "provider": named.provider if named is not None else "",
+        "request_model": first.model if first is not None else "",
+        "response_model": served.model if served is not None else "",
+        "outcome": outcome,
+        "status": status,
+        "error_type": error_type,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost_usd,
+        "first_chunk_s": first_chunk_s,
+        "breaker_state": breaker_state,
+        "fallback": len(attempts) > 1 or (served is not None and bool(names) and served.name != names[0]),
+        "reached_cloud": any(location == "cloud" for _, location in attempts),
+    }

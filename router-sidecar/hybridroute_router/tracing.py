@@ -36,37 +36,38 @@ DEFAULT_SERVICE_NAME = "hybridroute-router"
 def span_attributes(outcome: RequestOutcome) -> dict[str, Any]:
     """The span's attributes (pure): GenAI conventions first, then the router's own."""
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": outcome.operation,
-        "k8s.namespace.name": outcome.namespace,
-        "hybridroute.policy": outcome.policy,
-        "hybridroute.route.reason": outcome.route_reason,
-        "hybridroute.attempts": len(outcome.attempted),
-        "hybridroute.fallback": outcome.fallback,
-        "hybridroute.privacy.class": "private" if outcome.private else "public",
-        "hybridroute.outcome": outcome.outcome,
-        "http.response.status_code": outcome.status,
+        "gen_ai.operation.name": outcome["operation"],
+        "k8s.namespace.name": outcome["namespace"],
+        "hybridroute.policy": outcome["policy"],
+        "hybridroute.route.reason": outcome["reason"],
+        "hybridroute.attempts": len(outcome["attempts"]),
+        "hybridroute.fallback": outcome["fallback"],
+        "hybridroute.privacy.class": "private" if outcome["private"] else "public",
+        "hybridroute.outcome": outcome["outcome"],
+        "http.response.status_code": outcome["status"],
     }
-    if outcome.privacy_reasons:
-        attributes["hybridroute.privacy.reasons"] = list(outcome.privacy_reasons)
-    if outcome.provider:
-        attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(outcome.provider, outcome.provider)
-    if outcome.request_model:
-        attributes["gen_ai.request.model"] = outcome.request_model
-    if outcome.endpoint:
-        attributes["gen_ai.response.model"] = outcome.response_model
-        attributes["hybridroute.endpoint"] = outcome.endpoint
-        attributes["hybridroute.endpoint.location"] = outcome.location or ""
-        attributes["hybridroute.breaker.state"] = outcome.breaker_state
-    if outcome.error_type:
-        attributes["error.type"] = outcome.error_type
+    if outcome["privacy"]:
+        attributes["hybridroute.privacy.reasons"] = list(outcome["privacy"])
+    if outcome["provider"]:
+        attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(outcome["provider"], outcome["provider"])
+    if outcome["request_model"]:
+        attributes["gen_ai.request.model"] = outcome["request_model"]
+    if outcome["endpoint"] is not None:
+        attributes["gen_ai.response.model"] = outcome["response_model"]
+        attributes["hybridroute.endpoint"] = outcome["endpoint"]
+        attributes["hybridroute.endpoint.location"] = outcome["location"] or ""
+        attributes["hybridroute.breaker.state"] = outcome["breaker_state"]
+    if outcome["error_type"]:
+        attributes["error.type"] = outcome["error_type"]
     else:
-        attributes["gen_ai.usage.input_tokens"] = outcome.input_tokens
-        attributes["gen_ai.usage.output_tokens"] = outcome.output_tokens
+        attributes["gen_ai.usage.input_tokens"] = outcome["input_tokens"]
+        attributes["gen_ai.usage.output_tokens"] = outcome["output_tokens"]
     return attributes
 
 
 def span_name(outcome: RequestOutcome) -> str:
-    return f"{outcome.operation} {outcome.request_model}" if outcome.request_model else outcome.operation
+    operation, model = outcome["operation"], outcome["request_model"]
+    return f"{operation} {model}" if model else operation
 
 
 class SpanRecorder:
@@ -81,12 +82,12 @@ class SpanRecorder:
         self._error = Status(StatusCode.ERROR)
 
     def __call__(self, outcome: RequestOutcome) -> None:
-        end_ns = int(outcome.finished_at * 1e9)
-        start_ns = end_ns - int(outcome.duration_s * 1e9)
+        end_ns = int(outcome["ts"] * 1e9)
+        start_ns = end_ns - int(outcome["duration_s"] * 1e9)
         span = self._tracer.start_span(
             span_name(outcome), kind=self._client, start_time=start_ns, attributes=span_attributes(outcome)
         )
-        if outcome.error_type:
+        if outcome["error_type"]:
             span.set_status(self._error)
         span.end(end_time=end_ns)
 
