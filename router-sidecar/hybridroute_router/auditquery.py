@@ -93,12 +93,11 @@ def read_paths(paths: Iterable[Path], summary: AuditSummary) -> Iterator[bytes]:
     """Every line of every audit file; a file that cannot be read is noted in `summary`."""
     for path in audit_files(paths):
         try:
-            data = path.read_bytes()
+            with path.open("rb") as lines:  # line by line: a pod's trail may be hundreds of MB
+                summary.files.append(str(path))
+                yield from (line for line in lines if line.strip())
         except OSError:
             summary.unreadable_files.append(str(path))
-            continue
-        summary.files.append(str(path))
-        yield from (line for line in data.splitlines() if line.strip())
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
