@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ import orjson
 import pytest
 import yaml
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 
 from hybridroute_operator.usercli import hybridroute
 from hybridroute_router.audit import AuditTrail, rotated_path
@@ -111,6 +113,9 @@ def test_a_failed_write_never_raises_and_is_counted(tmp_path: Path) -> None:
     trail(outcome())
     trail(outcome())
     assert trail.failed_writes == 2
+    registry = CollectorRegistry()
+    registry.register(trail)
+    assert registry.get_sample_value("hybridroute_audit_records_lost_total") == 2
 
 
 # -------------------------------------------------------------------------------------------------
@@ -224,6 +229,8 @@ def test_audit_answers_from_real_router_records_across_a_restart(
     second = router_process(config_path, "--audit-file", str(audit_file))
     traffic(second)
     until = time.time() + 1
+    with urllib.request.urlopen(f"{second.metrics_url}/metrics", timeout=10) as response:
+        assert "hybridroute_audit_records_lost_total 0.0" in response.read().decode()
 
     command = [str(Path(sys.executable).parent / "hybridroute"), "audit", str(audit_file.parent)]
     window = ["--since", str(since), "--until", str(until), "--json"]

@@ -23,8 +23,10 @@ Rotation keeps the trail bounded: when the file would pass `max_bytes`, it becom
 (older ones shift up to `<file>.<backups>`, the oldest is dropped), so the trail takes at most
 `max_bytes * (backups + 1)` bytes. `hybridroute audit` reads the file and its rotations.
 
-A write that fails (disk full, volume gone) never fails the request: it is counted in
-`failed_writes` and logged once per failure streak (without the record).
+A write that fails (disk full, volume gone) never fails the request: it is counted, logged once
+per failure streak (without the record), and exported as `hybridroute_audit_records_lost_total`
+once the trail is registered on the router's metrics registry (`collect`), so a trail with gaps can
+raise an alert instead of passing for complete.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .outcome import RequestOutcome
 
@@ -47,7 +51,7 @@ DEFAULT_BACKUPS = 3
 log = logging.getLogger("hybridroute.router.audit")
 
 
-class AuditTrail:
+class AuditTrail(Collector):
     """Appends one record per request to `path`, rotating at `max_bytes` and keeping `backups` old files."""
 
     def __init__(
@@ -65,6 +69,9 @@ class AuditTrail:
         # Every line starts with the version and the pod: encoded once, not per record.
         self._prefix = orjson.dumps({"v": RECORD_VERSION, "pod": self.pod})[:-1] + b","
         self.failed_writes = 0
+        """Failures in the current streak (reset by the next successful write)."""
+        self.lost = 0
+        """Records never written, since the start."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = -1
         self._size = 0
@@ -87,6 +94,7 @@ class AuditTrail:
             if self.failed_writes == 0:
                 log.error("audit record not written", extra={"path": str(self.path), "errno": exc.errno})
             self.failed_writes += 1
+            self.lost += 1
             return
         self._size += len(line)
         if self.failed_writes:
@@ -105,6 +113,13 @@ class AuditTrail:
                     older.replace(rotated_path(self.path, index + 1))
             self.path.replace(rotated_path(self.path, 1))
         self._open()
+
+    def collect(self) -> Iterator[Metric]:
+        lost = CounterMetricFamily(
+            "hybridroute_audit_records_lost", "Audit records that could not be written (the trail has gaps)."
+        )
+        lost.add_metric([], self.lost)
+        yield lost
 
     def close(self) -> None:
         if self._fd >= 0:

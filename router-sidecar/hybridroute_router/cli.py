@@ -215,6 +215,7 @@ def main(
                 raise click.ClickException(f"cannot open the audit file {audit_file}: {exc.strerror}") from None
             stack.callback(trail.close)
             app.executor.observers.append(trail)
+            app.metrics.registry.register(trail)
         if otel_traces:
             from .tracing import start_tracing
 

@@ -27,7 +27,8 @@ For each candidate, in the decision's order:
 Every attempt is bounded by `maxAttempts`; every outcome is counted in the metrics and logged as a
 JSON line (endpoint, reason, attempts, status, durations; never prompt text or keys): at INFO when
 anything went other than the plain way, routine successes at DEBUG or in a periodic INFO summary
-(`decisionlog`).
+(`decisionlog`). Each finished request is also handed, as one `outcome.RequestOutcome`, to the
+executor's observers: the GenAI metrics, and where enabled the audit trail and OTLP spans.
 """
 
 from __future__ import annotations
