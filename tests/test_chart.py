@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cryptography import x509
 from hybridroute_operator.injection import METRICS_PORT_NAME, router_container
 from hybridroute_operator.probes import AllowList
 from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
+from hybridroute_router.audit import AuditTrail
 from hybridroute_router.metrics import RouterMetrics
 from tests.fixtures.helm import CHART, Helm, kube_version
 
@@ -354,7 +356,12 @@ def test_pod_monitor_scrapes_the_metrics_listener_and_the_injected_sidecar_serve
 def exported_metric_names() -> set[str]:
     """Every sample name the router's registry can produce (counters gain _total, histograms _bucket...)."""
     names: set[str] = set()
-    for metric in RouterMetrics().registry.collect():
+    registry = RouterMetrics().registry
+    with tempfile.TemporaryDirectory() as folder:
+        trail = AuditTrail(Path(folder) / "audit.jsonl")  # the CLI registers the trail's own series
+        registry.register(trail)
+        trail.close()
+    for metric in registry.collect():
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_sum", "_count"),
@@ -374,6 +381,7 @@ def test_alerts_and_dashboard_query_metrics_the_router_exports(helm: Helm) -> No
         "HybridrouteBreakerOpen",
         "HybridrouteP95LatencyHigh",
         "HybridroutePrivacyBlocksSpike",
+        "HybridrouteAuditRecordsLost",
         "HybridrouteBudgetReached",
     }
     queries = [rule["expr"] for rule in rules]
