@@ -275,3 +275,19 @@ def test_requests_refused_before_any_attempt_are_recorded_too(
     assert (private["privacy"], private["attempts"], private["endpoint"]) == (["header"], [], None)
     assert (unknown["outcome"], unknown["status"], unknown["private"]) == ("rejected", 404, False)
     assert cloud.requests == []
+
+
+def test_a_failing_observer_neither_fails_the_answer_nor_silences_the_others(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    running = router(router_config(endpoint("local-a", upstream_sim("local"))))
+    seen: list[RequestOutcome] = []
+
+    def broken(_: RequestOutcome) -> None:
+        raise RuntimeError("observer bug")
+
+    running.app.executor.observers[:0] = [broken]  # first, before the GenAI metrics
+    running.app.executor.observers.append(seen.append)
+    answer = sdk_client(running).chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
+    assert answer.choices[0].message.content
+    assert [record["outcome"] for record in seen] == ["success"]

@@ -53,7 +53,7 @@ from .genai import GenAIMetrics
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
 from .metrics import RouterMetrics
-from .outcome import build_outcome
+from .outcome import build_outcome, notify
 from .p95 import EvaluationStatus, P95Evaluator
 from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
@@ -306,8 +306,7 @@ class RouterApp:
             duration_s=self.executor.clock() - started,
             finished_at=time.time(),
         )
-        for observer in self.executor.observers:
-            observer(finished)
+        notify(self.executor.observers, finished)
 
     async def _parse(
         self,

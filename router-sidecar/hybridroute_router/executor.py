@@ -60,7 +60,7 @@ from .errors import (
 )
 from .limiter import ConcurrencyLimiter
 from .metrics import RouterMetrics
-from .outcome import Location, RequestOutcome, build_outcome, location_of
+from .outcome import Location, RequestOutcome, build_outcome, location_of, notify
 from .policy import Candidate, Decision
 from .profile import RequestProfile
 from .proxy import SSERelay, Usage, client_wants_usage, sse_error_event, upstream_body, upstream_headers, usage_of
@@ -641,5 +641,4 @@ class Executor:
             first_chunk_s=None if trail.first_chunk_at is None else trail.first_chunk_at - request.started,
             breaker_state=request.breakers[endpoint].state if served is not None else "",
         )
-        for observer in self.observers:
-            observer(finished)
+        notify(self.observers, finished)

@@ -9,7 +9,8 @@ outcomes, so nothing an observer writes can quote a prompt, a matched value or a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Literal, TypedDict
 
 from .config import EndpointConfig, RouterConfig
@@ -17,6 +18,8 @@ from .policy import Decision
 from .profile import RequestProfile
 
 Location = Literal["local", "cloud"]
+
+log = logging.getLogger("hybridroute.router.outcome")
 
 OPERATION_NAMES = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 """Request kind -> GenAI `gen_ai.operation.name` well-known value."""
@@ -134,3 +137,17 @@ def build_outcome(
         "fallback": len(attempts) > 1 or (served is not None and bool(names) and served.name != names[0]),
         "reached_cloud": any(location == "cloud" for _, location in attempts),
     }
+
+
+def notify(observers: Sequence[Callable[[RequestOutcome], None]], outcome: RequestOutcome) -> None:
+    """Hand `outcome` to each observer; one that raises is logged (its type and the error's, no message) and skipped.
+
+    The request has been answered by now: a broken observer must not turn that answer into a 500,
+    nor keep the observers after it from seeing the request.
+    """
+    for observer in observers:
+        try:
+            observer(outcome)
+        except Exception as exc:  # any bug in an observer, by design
+            details = {"observer": type(observer).__name__, "error": type(exc).__name__}
+            log.error("request observer failed", extra=details)
