@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.upstream_sim import Fault
 from hybridroute_router.genai import GenAIMetrics
+from hybridroute_router.outcome import trace_parent
 from tests.fixtures.upstreams import endpoint, router_config
 from tests.test_audit import outcome
 
@@ -121,6 +122,14 @@ def test_buckets_are_cumulative_and_a_value_on_a_bound_counts_in_that_bucket() -
 
 # -------------------------------------------------------------------------------------------------
 # OTLP traces
+
+
+def test_only_a_well_formed_traceparent_is_carried() -> None:
+    valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert trace_parent([("accept", "*/*"), ("TraceParent", f" {valid} ")]) == valid
+    assert trace_parent([("traceparent", "00-jane.doe@example.com-b7ad6b7169203331-01")]) is None
+    assert trace_parent([("traceparent", valid.upper())]) is None  # W3C ids are lower-case hex
+    assert trace_parent([]) is None
 
 
 class OTLPReceiver:
@@ -230,8 +239,11 @@ def test_spans_over_otlp_carry_route_fallback_privacy_and_breaker_attributes(
 
     traced = router_process(config_path, "--otel-traces")
     client = sdk_client(traced)
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     client.chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": f"jane.doe@example.com {SECRET_WORD}"}]
+        model="auto",
+        messages=[{"role": "user", "content": f"jane.doe@example.com {SECRET_WORD}"}],
+        extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},  # the app's own span
     )
     local.fail_next(Fault(status=500))
     client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "public"}])
@@ -245,6 +257,8 @@ def test_spans_over_otlp_carry_route_fallback_privacy_and_breaker_attributes(
     assert spans[0][1].name == "chat local-a-model"
     assert spans[0][1].kind == spans[0][1].SPAN_KIND_CLIENT
     assert spans[0][1].end_time_unix_nano > spans[0][1].start_time_unix_nano
+    assert (spans[0][1].trace_id.hex(), spans[0][1].parent_span_id.hex()) == (trace_id, parent_id)
+    assert spans[1][1].parent_span_id == b""  # no traceparent: a trace of its own
     assert private["hybridroute.privacy.class"] == "private"
     assert private["hybridroute.privacy.reasons"] == ["detector:email"]
     assert private["hybridroute.route.reason"] == "private"

@@ -222,6 +222,7 @@ def main(
             spans = start_tracing()
             stack.callback(spans.shutdown)
             app.executor.observers.append(spans)
+            app.executor.trace_context = True
         serve(app, (host, port), (metrics_host, metrics_port), log_level)
 
 

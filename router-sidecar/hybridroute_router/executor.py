@@ -60,7 +60,7 @@ from .errors import (
 )
 from .limiter import ConcurrencyLimiter
 from .metrics import RouterMetrics
-from .outcome import Location, RequestOutcome, build_outcome, location_of, notify
+from .outcome import Location, RequestOutcome, build_outcome, location_of, notify, trace_parent
 from .policy import Candidate, Decision
 from .profile import RequestProfile
 from .proxy import SSERelay, Usage, client_wants_usage, sse_error_event, upstream_body, upstream_headers, usage_of
@@ -245,6 +245,8 @@ class Executor:
         self.decisions = DecisionLog(log, DecisionSummary(clock))
         self.observers: list[Callable[[RequestOutcome], None]] = []
         """Called with every finished request (audit trail, GenAI metrics, spans)."""
+        self.trace_context = False
+        """Carry the client's `traceparent` into the outcome (set when spans are exported)."""
         self._retry_budget: RetryBudget | None = None
         self._retry_budget_key: tuple[int, int] | None = None
 
@@ -641,4 +643,8 @@ class Executor:
             first_chunk_s=None if trail.first_chunk_at is None else trail.first_chunk_at - request.started,
             breaker_state=request.breakers[endpoint].state if served is not None else "",
         )
+        if self.trace_context:
+            parent = trace_parent(request.client_headers)
+            if parent is not None:
+                finished["traceparent"] = parent
         notify(self.observers, finished)

@@ -10,8 +10,9 @@ outcomes, so nothing an observer writes can quote a prompt, a matched value or a
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from .config import EndpointConfig, RouterConfig
 from .policy import Decision
@@ -76,6 +77,24 @@ class RequestOutcome(TypedDict):
     """The answer came from a later candidate or took more than one attempt."""
     reached_cloud: bool
     """Any attempt went to a cloud endpoint (answered or not)."""
+    traceparent: NotRequired[str]
+    """The client's W3C `traceparent`, when spans are exported and it is well formed (ids only)."""
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_parent(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The request's `traceparent` header if it has the W3C shape (hex ids only), else None.
+
+    Anything else is dropped rather than carried: the value is the client's, and only ids may reach
+    the audit record and the span.
+    """
+    for name, value in headers:
+        if name.lower() == "traceparent":
+            value = value.strip()
+            return value if _TRACEPARENT.fullmatch(value) else None
+    return None
 
 
 def location_of(endpoint: EndpointConfig) -> Location:

@@ -9,7 +9,8 @@ only builds a span and queues it (a full queue drops spans, never waits).
 
 The span is made when the request has finished, with its start set back to the arrival: the router
 makes one decision per request, so there is nothing to nest under it, and the hot path touches the
-SDK once. Name and attributes follow the GenAI client conventions
+SDK once. A client that sends a well-formed W3C `traceparent` gets the span in its own trace, as a
+child of its calling span. Name and attributes follow the GenAI client conventions
 (`{gen_ai.operation.name} {gen_ai.request.model}`, `gen_ai.*`, `error.type`), plus the router's own
 under `hybridroute.*`: policy, route reason, endpoint, attempts, fallback, privacy class and reasons,
 breaker state, outcome. All of them come from the config or small fixed sets (bounded cardinality):
@@ -75,17 +76,25 @@ class SpanRecorder:
 
     def __init__(self, provider: TracerProvider) -> None:
         from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.provider = provider
         self._tracer = provider.get_tracer("hybridroute_router")
         self._client = SpanKind.CLIENT
         self._error = Status(StatusCode.ERROR)
+        self._propagator = TraceContextTextMapPropagator()
 
     def __call__(self, outcome: RequestOutcome) -> None:
         end_ns = int(outcome["ts"] * 1e9)
         start_ns = end_ns - int(outcome["duration_s"] * 1e9)
+        parent = outcome.get("traceparent")
+        context = self._propagator.extract({"traceparent": parent}) if parent else None
         span = self._tracer.start_span(
-            span_name(outcome), kind=self._client, start_time=start_ns, attributes=span_attributes(outcome)
+            span_name(outcome),
+            context=context,
+            kind=self._client,
+            start_time=start_ns,
+            attributes=span_attributes(outcome),
         )
         if outcome["error_type"]:
             span.set_status(self._error)
