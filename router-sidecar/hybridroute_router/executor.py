@@ -617,6 +617,7 @@ class Executor:
     def _observe(
         self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str
     ) -> None:
+        """Build the request's one outcome (the audit record) and hand it to the observers."""
         served = None
         for candidate in request.decision.candidates:
             if candidate.endpoint.name == endpoint:
