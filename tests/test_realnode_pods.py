@@ -534,7 +534,13 @@ def test_active_operator_replica_killed_the_other_reconciles_and_admits(
     print(f"peering before the kill: {local_cluster.kubectl('get', 'clusterkopfpeering', 'hybridroute', '-o', 'json')}")
     [survivor] = set(pods) - {victim}
 
-    restarts = {name: [c.restart_count for c in pod.status.container_statuses] for name, pod in pods.items()}
+    restarts = {
+        name: [
+            (c.restart_count, c.last_state.terminated and c.last_state.terminated.reason)
+            for c in pod.status.container_statuses
+        ]
+        for name, pod in pods.items()
+    }
     print(f"operator replicas before the kill (restarts): {restarts}; active: {victim}")
 
     # A crash, not a shutdown: SIGKILL leaves kopf no time to withdraw from the peering, so the
