@@ -27,7 +27,7 @@ deps:
 toolchain: install
 	$(BIN)/python e2e/toolchain.py kubernetes etcd helm
 
-# The container images (base, operator, router, simulator, llamacpp), built with buildah and cached by
+# The container images (base, operator, router, simulator, llamacpp, app), built with buildah and cached by
 # content hash under ~/.cache/hybridroute/images: minutes on the first run (llama-cpp-python compiles
 # llama.cpp once), about a second when nothing changed.
 images: install deps

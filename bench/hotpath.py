@@ -1,12 +1,13 @@
 """The router's own CPU time per request, in process, with a canned upstream: no sockets, no server.
 
-    .venv/bin/python bench/hotpath.py [--requests 20000] [--log-level info] [--profile]
+    .venv/bin/python bench/hotpath.py [--requests 20000] [--log-level info] [--profile] [--audit-file F]
 
 Drives `RouterApp` through its ASGI interface with one routine chat completion again and again;
 the transport answers at once with a fixed OpenAI response. What is left is exactly the router's
-code on the request path: body read, JSON parse, profile, decision, attempt bookkeeping, metrics,
-headers, decision log. Much less noisy than the end-to-end benchmark on a shared machine, so use it
-to compare changes to the hot path; `--profile` prints where the time goes (cProfile).
+code on the request path: body read, JSON parse, profile, decision, attempt bookkeeping, metrics
+(GenAI ones included), headers, decision log, and with `--audit-file` the audit record. Much less
+noisy than the end-to-end benchmark on a shared machine, so use it to compare changes to the hot
+path; `--profile` prints where the time goes (cProfile).
 
 In a real server the same code runs with colder caches between socket events, so it costs about
 twice this there (compare router_overhead.py's CPU per request).
@@ -22,11 +23,13 @@ import os
 import pstats
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from hybridroute_router.app import RouterApp
+from hybridroute_router.audit import AuditTrail
 from hybridroute_router.cli import configure_logging
 from hybridroute_router.config import parse_config
 from hybridroute_router.loader import ConfigHolder
@@ -64,7 +67,7 @@ class CannedTransport:
         return CannedResponse()
 
 
-async def measure(requests: int, profile: bool) -> float:
+async def measure(requests: int, profile: bool, audit_file: str | None) -> float:
     config = parse_config(
         {
             "modelAliases": ["auto"],
@@ -72,6 +75,8 @@ async def measure(requests: int, profile: bool) -> float:
         }
     )
     app = RouterApp(ConfigHolder(config), transport=CannedTransport())
+    if audit_file:
+        app.executor.observers.append(AuditTrail(Path(audit_file)))
     headers = [(b"host", b"127.0.0.1:8040"), (b"content-type", b"application/json")]
     headers += [(b"authorization", b"Bearer bench"), (b"content-length", str(len(BODY)).encode())]
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
@@ -107,11 +112,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary (slows it down)")
+    parser.add_argument("--audit-file", help="write the audit trail here (appended; remove it afterwards)")
     args = parser.parse_args()
     configure_logging(args.log_level)
     logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
-    per_request = asyncio.run(measure(args.requests, args.profile))
-    print(f"{per_request:.1f} µs CPU per request (router code only, log level {args.log_level})")
+    per_request = asyncio.run(measure(args.requests, args.profile, args.audit_file))
+    audit = "on" if args.audit_file else "off"
+    print(f"{per_request:.1f} µs CPU per request (router code only, log level {args.log_level}, audit {audit})")
 
 
 if __name__ == "__main__":

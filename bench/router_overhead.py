@@ -17,6 +17,11 @@ LiteLLM lives in its own virtual environment, `bench/.venv-litellm` (git-ignored
 with `litellm[proxy]` from PyPI on the first `--litellm` run, so its pins never touch the project's.
 If it cannot be installed or started, the run says so loudly and reports no LiteLLM numbers.
 
+`--audit` runs the router with its audit trail on (`--audit-file` in the run's temporary folder).
+`--baseline-ref REF` adds a target `baseline`: the router's code at git ref REF (`git archive`, run
+from the same virtual environment with the same flags less the audit ones), so a change to the hot
+path is measured as a ratio against the code before it, in the same run (`x base` columns).
+
 Noise: on a small shared machine, the targets, the simulator and the load generator compete for the
 same cores, and other jobs come and go. `--rounds N` measures every target N times, interleaved, and
 keeps each target's median round (by req/s); compare targets within one run, not across runs.
@@ -167,6 +172,28 @@ def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> s
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
+def start_baseline(ref: str, router_cmd: list[str], workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The router's code at git ref `ref`, run from the same venv on ports of its own."""
+    source = workdir / "baseline"
+    source.mkdir()
+    git_archive = ["git", "-C", str(ROOT), "archive", ref, "router-sidecar"]
+    archive = subprocess.run(git_archive, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    port = free_port()
+    command = [*router_cmd]
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--metrics-port") + 1] = str(free_port())
+    env = {**os.environ, "PYTHONPATH": str(source / "router-sidecar")}
+    log = workdir / "baseline.log"
+    process = start(command, log, env)
+    wait_http(f"http://127.0.0.1:{port}/readyz", process, log)
+    check = [sys.executable, "-c", "import hybridroute_router; print(hybridroute_router.__file__)"]
+    where = subprocess.run(check, capture_output=True, text=True, env=env, check=True).stdout.strip()
+    if not where.startswith(str(source)):
+        raise RuntimeError(f"baseline imports {where}, not the archived {ref}")
+    return process, port
+
+
 def litellm_binary() -> Path:
     """The `litellm` CLI from its own venv, installing `litellm[proxy]` there on first use."""
     binary = LITELLM_VENV / "bin" / "litellm"
@@ -249,7 +276,7 @@ def measure(targets: list[Target], args: argparse.Namespace) -> list[dict[str, A
                         flush=True,
                     )
             chosen = {name: median_round(results) for name, results in runs.items()}
-            direct, litellm = chosen["direct"], chosen.get("litellm")
+            direct, litellm, baseline = chosen["direct"], chosen.get("litellm"), chosen.get("baseline")
             for target in targets:
                 run = chosen[target.name]
                 rows.append(
@@ -262,6 +289,12 @@ def measure(targets: list[Target], args: argparse.Namespace) -> list[dict[str, A
                         "added_p99_ms": None if target.name == "direct" else _diff(run["p99_ms"], direct["p99_ms"]),
                         "rps_vs_direct": _ratio(run["rps"], direct["rps"]),
                         "rps_vs_litellm": _ratio(run["rps"], litellm["rps"]) if litellm else None,
+                        "rps_vs_baseline": _ratio(run["rps"], baseline["rps"]) if baseline else None,
+                        "cpu_vs_baseline": (
+                            _ratio(run["cpu_us_per_request"], baseline["cpu_us_per_request"])
+                            if baseline and run["cpu_us_per_request"]
+                            else None
+                        ),
                     }
                 )
     return rows
@@ -278,9 +311,9 @@ def _cell(value: Any, digits: int = 2) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| mode | conc | target | req/s | p50 ms | p99 ms | +p50 ms | +p99 ms | x direct | x LiteLLM "
-        "| CPU µs/req | errors |"
+        "| CPU µs/req | x base req/s | x base CPU | errors |"
     )
-    lines = [header, "|" + "|".join(["---"] * 3 + ["---:"] * 9) + "|"]
+    lines = [header, "|" + "|".join(["---"] * 3 + ["---:"] * 11) + "|"]
     for row in rows:
         cells = [
             "stream" if row["stream"] else "json",
@@ -294,6 +327,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             _cell(row["rps_vs_direct"]),
             _cell(row["rps_vs_litellm"], 1),
             _cell(row["cpu_us_per_request"]),
+            _cell(row.get("rps_vs_baseline"), 3),
+            _cell(row.get("cpu_vs_baseline"), 3),
             str(row["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -324,6 +359,13 @@ def verdicts(rows: list[dict[str, Any]], memory: dict[str, Any]) -> list[str]:
         out.append(f"throughput vs LiteLLM: {worst:.1f}x at worst (target >= 15x): {_hit(hit)}")
     else:
         out.append("throughput vs LiteLLM: not measured in this run")
+    for r in rows:
+        if r["target"] == "router" and r.get("rps_vs_baseline") is not None:
+            mode = "stream" if r["stream"] else "json"
+            out.append(
+                f"router vs baseline ({mode} c={r['concurrency']}): req/s x{r['rps_vs_baseline']:.3f}, "
+                f"CPU/req x{r['cpu_vs_baseline']:.3f} (target: req/s >= 0.95): {_hit(r['rps_vs_baseline'] >= 0.95)}"
+            )
     peak = memory["router"]["after_load"]["peak_rss_mb"]
     out.append(f"router peak RSS: {peak} MB (target <= 80): {_hit(peak <= TARGET_RSS_MB)}")
     return out
@@ -369,6 +411,9 @@ def run(args: argparse.Namespace) -> None:
         router_cmd = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config_path)]
         router_cmd += ["--port", str(router_port), "--metrics-port", str(free_port())]
         router_cmd += ["--log-level", args.router_log_level]
+        baseline_cmd = [*router_cmd]
+        if args.audit:
+            router_cmd += ["--audit-file", str(workdir / "audit" / "audit.jsonl")]
         router = start(router_cmd, router_log)
         processes.append(router)
         wait_http(f"http://127.0.0.1:{router_port}/readyz", router, router_log)
@@ -377,6 +422,10 @@ def run(args: argparse.Namespace) -> None:
             Target("direct", f"{sim_base}/chat/completions", None),
             Target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions", router.pid),
         ]
+        if args.baseline_ref:
+            baseline, baseline_port = start_baseline(args.baseline_ref, baseline_cmd, workdir)
+            processes.append(baseline)
+            targets.insert(1, Target("baseline", f"http://127.0.0.1:{baseline_port}/v1/chat/completions", baseline.pid))
         litellm_error = None
         if args.litellm:
             try:
@@ -437,6 +486,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--router-log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (own venv)")
+    parser.add_argument("--audit", action="store_true", help="run the router with its audit trail on")
+    parser.add_argument("--baseline-ref", help="also measure the router at this git ref (e.g. main), as `baseline`")
     run(parser.parse_args())
 
 

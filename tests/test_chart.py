@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from hybridroute_operator.injection import METRICS_PORT_NAME, router_container
 from hybridroute_operator.probes import AllowList
 from hybridroute_operator.render import ENDPOINT_LABEL, PORT_NAME, pool_labels
 from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
+from hybridroute_router.audit import AuditTrail
 from hybridroute_router.metrics import RouterMetrics
 from tests.fixtures.helm import CHART, Helm, kube_version
 
@@ -256,6 +258,30 @@ def test_operator_env_parses_into_webhook_settings(helm: Helm) -> None:
     assert settings.port == 9443
 
 
+def test_audit_is_on_and_traces_off_by_default_and_both_reach_the_sidecar_when_set(helm: Helm) -> None:
+    def injection(**values: str) -> Any:
+        container = operator_container(helm.template(set_values=values))
+        settings = WebhookSettings.from_environment({e["name"]: e["value"] for e in container["env"] if "value" in e})
+        assert settings is not None
+        return settings.injection
+
+    default = injection()
+    assert (default.audit_enabled, default.audit_max_bytes, default.audit_backups) == (True, 64 * 1024 * 1024, 3)
+    assert default.otel_traces is False
+    assert "--audit-file=/var/lib/hybridroute/audit/audit.jsonl" in router_container([], default)["args"]
+
+    chosen = injection(
+        **{
+            "injection.audit.enabled": "false",
+            "injection.otel.traces.enabled": "true",
+            "injection.otel.traces.endpoint": "http://collector.monitoring:4318",
+            "injection.otel.traces.sampleRatio": "0.1",
+        }
+    )
+    assert (chosen.audit_enabled, chosen.otel_traces) == (False, True)
+    assert (chosen.otlp_endpoint, chosen.traces_sample_ratio) == ("http://collector.monitoring:4318", 0.1)
+
+
 def test_webhook_off_renders_no_webhook_and_the_operator_knows(helm: Helm) -> None:
     docs = helm.template(set_values={"webhook.enabled": "false"})
     env = {item["name"]: item["value"] for item in operator_container(docs)["env"] if "value" in item}
@@ -285,6 +311,9 @@ def test_image_digest_wins_over_tag(helm: Helm) -> None:
         ("--set", "replicas=3", "'replicas' not allowed"),
         ("--set", "webhook.certManager=true", "'certManager' not allowed"),
         ("--set", "image.digest=latest", "/image/digest"),
+        ("--set", "injection.audit.backups=-1", "/injection/audit/backups"),
+        ("--set", "injection.otel.traces.sampleRatio=2", "/injection/otel/traces/sampleRatio"),
+        ("--set", "injection.otel.traces.endpoint=collector:4318", "/injection/otel/traces/endpoint"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_key(helm: Helm, flag: str, setting: str, expected: str) -> None:
@@ -343,7 +372,12 @@ def test_pod_monitor_scrapes_the_metrics_listener_and_the_injected_sidecar_serve
 def exported_metric_names() -> set[str]:
     """Every sample name the router's registry can produce (counters gain _total, histograms _bucket...)."""
     names: set[str] = set()
-    for metric in RouterMetrics().registry.collect():
+    registry = RouterMetrics().registry
+    with tempfile.TemporaryDirectory() as folder:
+        trail = AuditTrail(Path(folder) / "audit.jsonl")  # the CLI registers the trail's own series
+        registry.register(trail)
+        trail.close()
+    for metric in registry.collect():
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_sum", "_count"),
@@ -363,6 +397,7 @@ def test_alerts_and_dashboard_query_metrics_the_router_exports(helm: Helm) -> No
         "HybridrouteBreakerOpen",
         "HybridrouteP95LatencyHigh",
         "HybridroutePrivacyBlocksSpike",
+        "HybridrouteAuditRecordsLost",
         "HybridrouteBudgetReached",
     }
     queries = [rule["expr"] for rule in rules]

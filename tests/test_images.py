@@ -158,7 +158,7 @@ def test_chart_images_are_never_latest() -> None:
 # Real builds: e2e/images.py builds every image with buildah (cached by content hash; `make images`
 # runs it before `make test`), and a throwaway containerd imports and runs them as a node would.
 
-APP_IMAGES = ["operator", "router", "simulator", "llamacpp"]
+APP_IMAGES = ["operator", "router", "simulator", "llamacpp", "app"]
 
 
 @pytest.fixture(scope="session")

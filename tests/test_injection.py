@@ -14,6 +14,7 @@ import jsonpatch
 import pytest
 
 from hybridroute_operator.injection import (
+    AUDIT_VOLUME,
     BASE_URL_ENV,
     CONFIG_VOLUME,
     INJECTED_ANNOTATION,
@@ -61,18 +62,29 @@ def test_router_runs_as_native_sidecar_with_config_and_secrets() -> None:
         "--port=8123",
         "--metrics-host=0.0.0.0",
         "--metrics-port=8041",
+        "--audit-file=/var/lib/hybridroute/audit/audit.jsonl",
+        f"--audit-max-bytes={64 * 1024 * 1024}",
+        "--audit-backups=3",
     ]
     assert router["ports"] == [{"name": METRICS_PORT_NAME, "containerPort": 8041, "protocol": "TCP"}]
     assert router["startupProbe"]["httpGet"] == {"path": "/readyz", "port": METRICS_PORT_NAME}
     assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": METRICS_PORT_NAME}
-    assert router["volumeMounts"] == [{"name": CONFIG_VOLUME, "mountPath": "/etc/hybridroute", "readOnly": True}]
+    assert router["volumeMounts"] == [
+        {"name": CONFIG_VOLUME, "mountPath": "/etc/hybridroute", "readOnly": True},
+        {"name": AUDIT_VOLUME, "mountPath": "/var/lib/hybridroute/audit"},
+    ]
     assert router["securityContext"]["runAsNonRoot"] is True
     assert router["securityContext"]["readOnlyRootFilesystem"] is True
     assert env_of(router) == {
         secret_env_name(OPENAI_KEY): {"secretKeyRef": {"name": "openai", "key": "api-key", "optional": True}}
     }
     assert injected["spec"]["volumes"] == [
-        {"name": CONFIG_VOLUME, "configMap": {"name": "chat", "items": [{"key": "config.json", "path": "config.json"}]}}
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {"name": "chat", "items": [{"key": "config.json", "path": "config.json"}]},
+        },
+        # The trail's bound (4 files of 64 MiB) plus one file of slack: the kubelet never evicts for it.
+        {"name": AUDIT_VOLUME, "emptyDir": {"sizeLimit": str(5 * 64 * 1024 * 1024)}},
     ]
     assert injected["metadata"]["annotations"] == {INJECTED_ANNOTATION: "chat"}
 
@@ -105,8 +117,30 @@ def test_existing_init_containers_volumes_and_annotations_are_kept() -> None:
     injected = inject(manifest)
 
     assert [c["name"] for c in injected["spec"]["initContainers"]] == [ROUTER_CONTAINER, "migrate"]
-    assert [v["name"] for v in injected["spec"]["volumes"]] == ["data", CONFIG_VOLUME]
+    assert [v["name"] for v in injected["spec"]["volumes"]] == ["data", CONFIG_VOLUME, AUDIT_VOLUME]
     assert injected["metadata"]["annotations"] == {"team": "search", INJECTED_ANNOTATION: "chat"}
+
+
+def test_audit_off_mounts_nothing_and_traces_on_bring_the_flag_and_otel_env() -> None:
+    settings = InjectionSettings(
+        image="router:1",
+        audit_enabled=False,
+        otel_traces=True,
+        otlp_endpoint="http://collector.monitoring:4318",
+        traces_sample_ratio=0.25,
+    )
+    manifest = pod({"name": "app", "image": "app:1"})
+    injected: dict[str, Any] = jsonpatch.apply_patch(manifest, build_patch(manifest, "chat", [], settings))
+    router = injected["spec"]["initContainers"][0]
+    assert [v["name"] for v in injected["spec"]["volumes"]] == [CONFIG_VOLUME]
+    assert [m["name"] for m in router["volumeMounts"]] == [CONFIG_VOLUME]
+    assert not any(arg.startswith("--audit") for arg in router["args"])
+    assert router["args"][-1] == "--otel-traces"
+    assert env_of(router) == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.monitoring:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
 
 
 def test_second_admission_changes_nothing() -> None:

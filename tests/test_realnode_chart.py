@@ -7,7 +7,8 @@ non-root, on a read-only root filesystem, and reach the API server through the `
 as any in-cluster client does. The admission webhook is then served by those pods through the
 chart's Service: a labelled pod is admitted with the router injected as a native sidecar, and its
 app container's requests to `OPENAI_BASE_URL` reach a model-server pod (the simulator image) through
-that router. No cluster DNS runs here, so endpoints name Services by their ClusterIP.
+that router. No cluster DNS runs here, so endpoints name Services by their ClusterIP. The module's
+tests share one release in one namespace (a Helm install and the pods' start cost most of the time).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import pytest
 from kubernetes import client
 
 from e2e import images
-from e2e.localcluster import KubectlError, LocalCluster
+from e2e.localcluster import KubectlError, LocalCluster, close_api_client
 from hybridroute_operator.injection import BASE_URL_ENV, ROUTER_CONTAINER
 from hybridroute_router.config import CONFIGMAP_KEY
+from tests.fixtures.cluster import fresh_namespace
 from tests.fixtures.helm import CHART, Helm
 from tests.test_localcluster import eventually
 from tests.test_webhook import RELEASE, adopt_existing, helm_cluster_args
@@ -49,21 +51,19 @@ def project_images(local_cluster: LocalCluster) -> dict[str, images.Image]:
     return built
 
 
-@pytest.fixture
-def released(
-    helm: Helm, local_cluster: LocalCluster, k8s_namespace: str, project_images: dict[str, images.Image]
-) -> Iterator[str]:
-    """The chart installed with the images built here; `--wait` returns once its Deployment is available."""
-    operator_repository, operator_tag = _repository_and_tag(project_images["operator"])
-    router_repository, router_tag = _repository_and_tag(project_images["router"])
-    adopt_existing(local_cluster, k8s_namespace, "inferenceendpoints.hybridroute.io", "routingpolicies.hybridroute.io")
-    network = local_cluster.network
+def install_chart(helm: Helm, cluster: LocalCluster, namespace: str, built: dict[str, images.Image]) -> None:
+    """`helm install` with the operator and router images built here; `--wait` returns once its
+    Deployment is available."""
+    operator_repository, operator_tag = _repository_and_tag(built["operator"])
+    router_repository, router_tag = _repository_and_tag(built["router"])
+    adopt_existing(cluster, namespace, "inferenceendpoints.hybridroute.io", "routingpolicies.hybridroute.io")
+    network = cluster.network
     assert network is not None, "the session cluster runs a real node"
     helm.run(
         "install",
         RELEASE,
         str(CHART),
-        *helm_cluster_args(local_cluster, k8s_namespace),
+        *helm_cluster_args(cluster, namespace),
         "--set",
         f"image.repository={operator_repository}",
         "--set",
@@ -80,8 +80,23 @@ def released(
         "--timeout=240s",
         timeout=300,
     )
-    yield k8s_namespace
-    helm.run("uninstall", RELEASE, *helm_cluster_args(local_cluster, k8s_namespace), "--wait", timeout=180)
+
+
+def uninstall_chart(helm: Helm, cluster: LocalCluster, namespace: str) -> None:
+    helm.run("uninstall", RELEASE, *helm_cluster_args(cluster, namespace), "--wait", timeout=180)
+
+
+@pytest.fixture(scope="module")
+def released(helm: Helm, local_cluster: LocalCluster, project_images: dict[str, images.Image]) -> Iterator[str]:
+    """The chart installed with the images built here, in a namespace the module's tests share."""
+    api = local_cluster.api_client()
+    try:
+        with fresh_namespace(client.CoreV1Api(api), "chart-") as namespace:
+            install_chart(helm, local_cluster, namespace, project_images)
+            yield namespace
+            uninstall_chart(helm, local_cluster, namespace)
+    finally:
+        close_api_client(api)
 
 
 def _operator_pods(core: client.CoreV1Api, namespace: str) -> list[client.V1Pod]:
@@ -277,13 +292,24 @@ def _app_behind_the_sidecar(
     )
 
 
+@pytest.fixture(scope="module")
+def app_behind_the_sidecar(
+    local_cluster: LocalCluster, released: str, project_images: dict[str, images.Image]
+) -> Iterator[client.V1Pod]:
+    """The model-server pod, its endpoint, the policy and the labelled app pod, once for the module."""
+    api = local_cluster.api_client()
+    try:
+        yield _app_behind_the_sidecar(local_cluster, client.CoreV1Api(api), released, project_images)
+    finally:
+        close_api_client(api)
+
+
 def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
-    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
+    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, app_behind_the_sidecar: client.V1Pod
 ) -> None:
     core = client.CoreV1Api(kube_api)
     namespace = released
-
-    created = _app_behind_the_sidecar(local_cluster, core, namespace, project_images)
+    created = app_behind_the_sidecar
 
     # Admission went through the chart's Service to the operator pods (failurePolicy Fail): injected.
     sidecar = created.spec.init_containers[0]
@@ -305,11 +331,10 @@ def test_webhook_served_by_the_pods_injects_a_router_that_serves_the_app(
 
 @pytest.mark.timeout(900)
 def test_a_policy_change_reaches_the_running_sidecar_through_its_configmap(
-    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, project_images: dict[str, images.Image]
+    local_cluster: LocalCluster, kube_api: client.ApiClient, released: str, app_behind_the_sidecar: client.V1Pod
 ) -> None:
     core = client.CoreV1Api(kube_api)
     namespace = released
-    _app_behind_the_sidecar(local_cluster, core, namespace, project_images)
     eventually(lambda: _ready_pod(core, "app", namespace), "the app pod with its router sidecar Ready", 180)
 
     # A policy change reaches the running sidecar through the mounted ConfigMap (the kubelet's refresh).

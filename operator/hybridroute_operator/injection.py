@@ -21,6 +21,13 @@ What an injected Pod gets:
   router's key resolution reads exactly those names). They are `optional`, so a missing Secret makes
   that cloud endpoint unusable (the router fails over to local) instead of keeping the Pod from
   starting;
+- the audit trail (`audit_enabled`, on by default): an emptyDir volume mounted at
+  `/var/lib/hybridroute/audit`, passed as `--audit-file`. An emptyDir lives as long as the Pod, so
+  the records survive a restart of the router container (a crash, an OOM kill, a liveness failure);
+  its `sizeLimit` is the rotation bound (`audit_max_bytes * (audit_backups + 1)`) plus one file of
+  slack, so the kubelet never evicts the Pod for the trail;
+- OTLP traces when `otel_traces` is on (off by default): `--otel-traces` and the standard
+  `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER(_ARG)` variables;
 - `OPENAI_BASE_URL=http://127.0.0.1:PORT/v1` in each app container that does not set it already;
   the annotation `hybridroute.io/inject-skip-containers: a,b` opts containers out.
 
@@ -41,6 +48,9 @@ SKIP_CONTAINERS_ANNOTATION: Final = "hybridroute.io/inject-skip-containers"
 INJECTED_ANNOTATION: Final = "hybridroute.io/injected-policy"
 ROUTER_CONTAINER: Final = "hybridroute-router"
 CONFIG_VOLUME: Final = "hybridroute-config"
+AUDIT_VOLUME: Final = "hybridroute-audit"
+AUDIT_MOUNT_PATH: Final = "/var/lib/hybridroute/audit"
+AUDIT_FILE: Final = "audit.jsonl"
 BASE_URL_ENV: Final = "OPENAI_BASE_URL"
 API_ADDRESS: Final = "127.0.0.1"
 """Where the router's API listens in an injected pod: loopback, never configurable."""
@@ -72,6 +82,18 @@ class InjectionSettings:
     """Directory the policy's ConfigMap is mounted at; the router reads `<path>/config.json`."""
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
     """Kubernetes resource requests/limits for the router container."""
+    audit_enabled: bool = True
+    """Write the audit trail (one record per request) to an emptyDir that outlives the container."""
+    audit_max_bytes: int = 64 * 1024 * 1024
+    """Size at which the audit file is rotated."""
+    audit_backups: int = 3
+    """Rotated audit files kept."""
+    otel_traces: bool = False
+    """Export one span per request over OTLP/HTTP."""
+    otlp_endpoint: str = ""
+    """OTLP/HTTP base URL (OTEL_EXPORTER_OTLP_ENDPOINT); empty: the SDK's default, http://localhost:4318."""
+    traces_sample_ratio: float = 1.0
+    """Share of requests traced (parent-based trace-id ratio sampler)."""
 
 
 def configmap_name(policy: str) -> str:
@@ -110,6 +132,8 @@ def build_patch(
     patch: JsonPatch = []
     patch += _prepend("/spec/initContainers", spec.get("initContainers"), router_container(secret_refs, settings))
     patch += _append("/spec/volumes", spec.get("volumes"), _config_volume(policy))
+    if settings.audit_enabled:
+        patch.append({"op": "add", "path": "/spec/volumes/-", "value": _audit_volume(settings)})
     skipped = skipped_containers(pod)
     base_url = {"name": BASE_URL_ENV, "value": f"http://127.0.0.1:{settings.port}/v1"}
     for index, container in enumerate(spec.get("containers") or []):
@@ -143,11 +167,15 @@ def router_container(secret_refs: Iterable[SecretKeyRef], settings: InjectionSet
             f"--port={settings.port}",
             f"--metrics-host={settings.metrics_address}",
             f"--metrics-port={settings.metrics_port}",
+            *_observability_args(settings),
         ],
         # Only the operations listener is a container port: the API is not reachable from outside the pod.
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"}],
-        "env": [_secret_env(ref) for ref in _unique(secret_refs)],
-        "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True}],
+        "env": [*(_secret_env(ref) for ref in _unique(secret_refs)), *_otel_env(settings)],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": settings.config_mount_path, "readOnly": True},
+            *([{"name": AUDIT_VOLUME, "mountPath": AUDIT_MOUNT_PATH}] if settings.audit_enabled else []),
+        ],
         "resources": {kind: dict(amounts) for kind, amounts in settings.resources.items()},
         # The app containers start once this passes: a loaded, valid config (not just a live process).
         "startupProbe": probe("/readyz", periodSeconds=1, failureThreshold=60),
@@ -164,6 +192,36 @@ def router_container(secret_refs: Iterable[SecretKeyRef], settings: InjectionSet
 
 def _config_volume(policy: str) -> dict[str, Any]:
     return {"name": CONFIG_VOLUME, "configMap": {"name": configmap_name(policy), "items": [_config_item()]}}
+
+
+def _audit_volume(settings: InjectionSettings) -> dict[str, Any]:
+    bound = settings.audit_max_bytes * (settings.audit_backups + 2)  # the trail's bound plus one file of slack
+    return {"name": AUDIT_VOLUME, "emptyDir": {"sizeLimit": str(bound)}}
+
+
+def _observability_args(settings: InjectionSettings) -> list[str]:
+    args = []
+    if settings.audit_enabled:
+        args += [
+            f"--audit-file={AUDIT_MOUNT_PATH}/{AUDIT_FILE}",
+            f"--audit-max-bytes={settings.audit_max_bytes}",
+            f"--audit-backups={settings.audit_backups}",
+        ]
+    if settings.otel_traces:
+        args.append("--otel-traces")
+    return args
+
+
+def _otel_env(settings: InjectionSettings) -> list[dict[str, str]]:
+    if not settings.otel_traces:
+        return []
+    env = [
+        {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+        {"name": "OTEL_TRACES_SAMPLER_ARG", "value": str(settings.traces_sample_ratio)},
+    ]
+    if settings.otlp_endpoint:
+        env.insert(0, {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint})
+    return env
 
 
 def _config_item() -> dict[str, str]:

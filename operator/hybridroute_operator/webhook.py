@@ -85,6 +85,12 @@ class WebhookSettings:
             image_pull_policy=env.get("HYBRIDROUTE_ROUTER_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             config_mount_path=env.get("HYBRIDROUTE_ROUTER_CONFIG_MOUNT_PATH", defaults.config_mount_path),
             resources=_resources(env.get("HYBRIDROUTE_ROUTER_RESOURCES")) or defaults.resources,
+            audit_enabled=_bool(env, "HYBRIDROUTE_ROUTER_AUDIT_ENABLED", defaults.audit_enabled),
+            audit_max_bytes=_int(env, "HYBRIDROUTE_ROUTER_AUDIT_MAX_BYTES", defaults.audit_max_bytes),
+            audit_backups=_int(env, "HYBRIDROUTE_ROUTER_AUDIT_BACKUPS", defaults.audit_backups),
+            otel_traces=_bool(env, "HYBRIDROUTE_ROUTER_OTEL_TRACES", defaults.otel_traces),
+            otlp_endpoint=env.get("HYBRIDROUTE_ROUTER_OTLP_ENDPOINT", defaults.otlp_endpoint),
+            traces_sample_ratio=_float(env, "HYBRIDROUTE_ROUTER_TRACES_SAMPLE_RATIO", defaults.traces_sample_ratio),
         )
         return cls(
             cert_dir=Path(required("HYBRIDROUTE_WEBHOOK_CERT_DIR")),
@@ -102,6 +108,25 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _resources(raw: str | None) -> dict[str, dict[str, str]] | None:

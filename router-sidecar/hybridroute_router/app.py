@@ -50,9 +50,11 @@ from .errors import (
     error_body,
 )
 from .executor import Executor, RoutedRequest, Served
+from .genai import GenAIMetrics
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
 from .metrics import RouterMetrics
+from .outcome import build_outcome, notify
 from .p95 import EvaluationStatus, P95Evaluator
 from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
@@ -104,6 +106,7 @@ class RouterApp:
             clock=clock,
             environ=environ,
         )
+        self.executor.observers.append(GenAIMetrics(self.metrics.registry))
         self._sources = sources
         self._roll = roll
         self._tasks: list[asyncio.Task[None]] = []
@@ -269,6 +272,8 @@ class RouterApp:
         started = self.executor.clock()
         config, breakers = self._snapshot()  # read once: a swap mid-request never changes what it sees
         policy = config.policy.name if config else ""
+        profile: RequestProfile | None = None
+        decision: Decision | None = None
         try:
             config = _ready(config)
             client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
@@ -292,10 +297,40 @@ class RouterApp:
         except RouterError as exc:
             self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
             log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
+            if config is not None:
+                self._observe_rejection(kind, config, profile, decision, exc, started)
             raise
         routed = RoutedRequest(body, client_headers, profile, decision, config, breakers, started)
         served = await self.executor.execute(routed)
         await _send_served(served, receive, send)
+
+    def _observe_rejection(
+        self,
+        kind: Kind,
+        config: RouterConfig,
+        profile: RequestProfile | None,
+        decision: Decision | None,
+        error: RouterError,
+        started: float,
+    ) -> None:
+        """Hand a request refused before any attempt to the executor's observers (the audit trail)."""
+        finished = build_outcome(
+            config=config,
+            kind=kind,
+            profile=profile,
+            decision=decision,
+            attempted=(),
+            served=None,
+            outcome="rejected",
+            status=error.status,
+            error_type=error.code or "rejected",
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+            duration_s=self.executor.clock() - started,
+            finished_at=time.time(),
+        )
+        notify(self.executor.observers, finished)
 
     async def _parse(
         self,

@@ -13,6 +13,12 @@ Two listeners in one process and event loop:
 The API listener owns the process's signals and the app's lifespan; the operations listener stops
 with it.
 
+Observability beyond /metrics, both off unless asked for:
+- `--audit-file PATH`: one JSON line per request to PATH (`audit`), rotated at `--audit-max-bytes`
+  keeping `--audit-backups` old files; read with `hybridroute audit`;
+- `--otel-traces`: one span per request over OTLP/HTTP (`tracing`), configured by the standard
+  OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...).
+
 Logs are JSON lines on stderr; the extra fields a log call passes become keys of the line.
 """
 
@@ -31,6 +37,7 @@ import orjson
 import uvicorn
 
 from .app import DEFAULT_MAX_BODY_BYTES, RouterApp, Source
+from .audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditTrail
 from .config import ConfigError
 from .loader import ConfigHolder, ConfigMapSource, FileSource, load_config_file
 from .opsapp import OpsApp
@@ -146,6 +153,33 @@ def serve(app: RouterApp, api: tuple[str, int], ops: tuple[str, int], log_level:
     help="Larger request bodies get 413.",
 )
 @click.option(
+    "--audit-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HYBRIDROUTE_AUDIT_FILE",
+    help="Append one audit record (JSON line) per request here; on a volume that outlives the container.",
+)
+@click.option(
+    "--audit-max-bytes",
+    default=DEFAULT_MAX_BYTES,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Rotate the audit file when it would grow past this size.",
+)
+@click.option(
+    "--audit-backups",
+    default=DEFAULT_BACKUPS,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Rotated audit files kept (<file>.1 is the newest); older ones are deleted.",
+)
+@click.option(
+    "--otel-traces/--no-otel-traces",
+    default=False,
+    show_default=True,
+    envvar="HYBRIDROUTE_OTEL_TRACES",
+    help="Export one span per request over OTLP/HTTP (endpoint etc. from the standard OTEL_* variables).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -160,6 +194,10 @@ def main(
     metrics_host: str,
     metrics_port: int,
     max_body_bytes: int,
+    audit_file: Path | None,
+    audit_max_bytes: int,
+    audit_backups: int,
+    otel_traces: bool,
     log_level: str,
 ) -> None:
     """OpenAI-compatible router sidecar: local GPU model servers first, cloud APIs when needed."""
@@ -169,7 +207,23 @@ def main(
     if port == metrics_port:
         raise click.UsageError("--metrics-port must differ from --port: the API never shares its listener")
     app = build_app(config_file, configmap, kubeconfig, max_body_bytes)
-    serve(app, (host, port), (metrics_host, metrics_port), log_level)
+    with contextlib.ExitStack() as stack:
+        if audit_file is not None:
+            try:
+                trail = AuditTrail(audit_file, audit_max_bytes, audit_backups)
+            except OSError as exc:
+                raise click.ClickException(f"cannot open the audit file {audit_file}: {exc.strerror}") from None
+            stack.callback(trail.close)
+            app.executor.observers.append(trail)
+            app.metrics.registry.register(trail)
+        if otel_traces:
+            from .tracing import start_tracing
+
+            spans = start_tracing()
+            stack.callback(spans.shutdown)
+            app.executor.observers.append(spans)
+            app.executor.trace_context = True
+        serve(app, (host, port), (metrics_host, metrics_port), log_level)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ For each candidate, in the decision's order:
 Every attempt is bounded by `maxAttempts`; every outcome is counted in the metrics and logged as a
 JSON line (endpoint, reason, attempts, status, durations; never prompt text or keys): at INFO when
 anything went other than the plain way, routine successes at DEBUG or in a periodic INFO summary
-(`decisionlog`).
+(`decisionlog`). Each finished request is also handed, as one `outcome.RequestOutcome`, to the
+executor's observers: the GenAI metrics, and where enabled the audit trail and OTLP spans.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from .errors import (
 )
 from .limiter import ConcurrencyLimiter
 from .metrics import RouterMetrics
+from .outcome import Location, RequestOutcome, build_outcome, location_of, notify, trace_parent
 from .policy import Candidate, Decision
 from .profile import RequestProfile
 from .proxy import SSERelay, Usage, client_wants_usage, sse_error_event, upstream_body, upstream_headers, usage_of
@@ -139,6 +141,11 @@ class _Trail:
     failures: list[str] = field(default_factory=list)
     last_failure: _Failure | None = None
     out_of_retries: bool = False
+    attempted: list[tuple[str, Location]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    first_chunk_at: float | None = None
 
 
 def structured_output_valid(document: Any, schema: Mapping[str, Any]) -> bool:
@@ -236,6 +243,10 @@ class Executor:
         self._sleep = sleep
         self._environ = environ
         self.decisions = DecisionLog(log, DecisionSummary(clock))
+        self.observers: list[Callable[[RequestOutcome], None]] = []
+        """Called with every finished request (audit trail, GenAI metrics, spans)."""
+        self.trace_context = False
+        """Carry the client's `traceparent` into the outcome (set when spans are exported)."""
         self._retry_budget: RetryBudget | None = None
         self._retry_budget_key: tuple[int, int] | None = None
 
@@ -288,6 +299,7 @@ class Executor:
                 continue
             breaker, permit = admitted
             trail.attempts += 1
+            trail.attempted.append((endpoint.name, location_of(endpoint)))
             sent_at = self.clock()
             outcome = await self._attempt(request, endpoint, timeouts, breaker, permit)
             trail.upstream_wait_s += self.clock() - sent_at
@@ -454,7 +466,7 @@ class Executor:
             ("x-hybridroute-overhead-ms", f"{overhead_ms:.3f}"),
         ]
 
-    def _meter(self, request: RoutedRequest, candidate: Candidate, usage: Usage | None) -> float:
+    def _meter(self, request: RoutedRequest, candidate: Candidate, usage: Usage | None, trail: _Trail) -> float:
         """Tokens and cost from the upstream's usage when it reported one, else the decision's estimate."""
         endpoint = candidate.endpoint
         if usage is None:
@@ -467,11 +479,12 @@ class Executor:
         )
         if not endpoint.is_local:
             self.spend.record(cost)
+        trail.input_tokens, trail.output_tokens, trail.cost_usd = usage.input_tokens, usage.output_tokens, cost
         return cost
 
     def _complete(self, request: RoutedRequest, candidate: Candidate, answer: _Answer, trail: _Trail) -> Served:
         ok = answer.status < 400
-        cost = self._meter(request, candidate, answer.usage) if ok else 0.0
+        cost = self._meter(request, candidate, answer.usage, trail) if ok else 0.0
         headers = self._headers(request, candidate, trail, cost, answer.content_type)
         outcome = "success" if ok else "client_error"
         if not answer.schema_valid:
@@ -490,6 +503,7 @@ class Executor:
         breaker: CircuitBreaker,
         permit: Permit,
     ) -> Served:
+        trail.first_chunk_at = self.clock()
         headers = self._headers(request, candidate, trail, candidate.estimated_cost_usd, committed.content_type)
         relay = SSERelay(keep_usage=client_wants_usage(request.body))
         stream = self._relay(request, candidate, committed, relay, trail, sent_at, breaker, permit)
@@ -524,7 +538,7 @@ class Executor:
             if outcome == "success":
                 breaker.record_success(duration, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, "ok", duration)
-                self._meter(request, candidate, relay.usage)
+                self._meter(request, candidate, relay.usage, trail)
             elif kind is not None:
                 breaker.record_failure(kind, permit)
                 self.metrics.observe_attempt(policy, endpoint.name, kind, duration)
@@ -558,9 +572,13 @@ class Executor:
         if held:
             yield held
 
-    def _finish(self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail) -> None:
+    def _finish(
+        self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str = ""
+    ) -> None:
         config = request.config
         self.metrics.observe_request(config.policy.name, endpoint, outcome, trail.attempts)
+        if self.observers:
+            self._observe(request, endpoint, outcome, status, trail, error_type)
         routine = outcome == "success" and trail.attempts == 1 and not trail.failures
 
         def details() -> dict[str, Any]:
@@ -594,5 +612,41 @@ class Executor:
             error = UpstreamInvalidResponse(f"all {attempts} upstream attempts failed: {summary}")
         else:
             error = UpstreamUnavailable(f"all {attempts} upstream attempts failed: {summary}")
-        self._finish(request, "", "upstream_error", error.status, trail)
+        self._finish(request, "", "upstream_error", error.status, trail, error.code or "upstream_error")
         return error
+
+    def _observe(
+        self, request: RoutedRequest, endpoint: str, outcome: str, status: int, trail: _Trail, error_type: str
+    ) -> None:
+        """Build the request's one outcome (the audit record) and hand it to the observers."""
+        served = None
+        for candidate in request.decision.candidates:
+            if candidate.endpoint.name == endpoint:
+                served = candidate.endpoint
+                break
+        now = self.clock()
+        if not error_type and outcome not in ("success", "structured_output_invalid"):
+            error_type = str(status) if outcome == "client_error" else outcome
+        finished = build_outcome(
+            config=request.config,
+            kind=request.profile.kind,
+            profile=request.profile,
+            decision=request.decision,
+            attempted=trail.attempted,
+            served=served,
+            outcome=outcome,
+            status=status,
+            error_type=error_type,
+            input_tokens=trail.input_tokens,
+            output_tokens=trail.output_tokens,
+            cost_usd=trail.cost_usd,
+            duration_s=now - request.started,
+            finished_at=time.time(),
+            first_chunk_s=None if trail.first_chunk_at is None else trail.first_chunk_at - request.started,
+            breaker_state=request.breakers[endpoint].state if served is not None else "",
+        )
+        if self.trace_context:
+            parent = trace_parent(request.client_headers)
+            if parent is not None:
+                finished["traceparent"] = parent
+        notify(self.observers, finished)
