@@ -160,3 +160,10 @@ def test_spilling_never_leaves_a_request_without_an_endpoint() -> None:
     assert names(decide(profile(), only_local, SPILLING)) == ["gpu"]
     cloud_open = {**SPILLING, "openai": EndpointState(breaker="open")}
     assert names(decide(profile(), BASIC, cloud_open)) == ["gpu"]
+
+
+def test_this_routers_own_in_flight_is_a_floor_for_a_lagging_reading() -> None:
+    admission, clock, in_flight, config = setup(parallel_slots=1)
+    in_flight["gpu"] = 3  # sent before the reading, but after the scrape it was computed from
+    admission.update({"gpu": PoolLoad(read_at=clock(), **IDLE)})
+    assert admission.spills(profile(), config, {}, roll=0.0)["gpu"].kind == "saturation"

@@ -64,9 +64,14 @@ class LocalAdmission:
     def verdict(self, endpoint: EndpointConfig, config: RouterConfig, own_tokens: int, limit_ms: float) -> Verdict:
         """`saturation.judge` for one local endpoint with what this router sent since the reading."""
         name = endpoint.name
-        unseen = max(0, self._in_flight(name) - self._in_flight_at_read.get(name, 0))
+        load = self._loads.get(name)
+        mine = self._in_flight(name)
+        unseen = max(0, mine - self._in_flight_at_read.get(name, 0))
+        if load is not None and load.waiting is not None:
+            # The reading lags the scrape: this router's own in-flight count is a floor for the queue.
+            unseen = max(unseen, mine - round(load.waiting + (load.running or 0)))
         return judge(
-            self._loads.get(name),
+            load,
             config.saturation,
             now=self._clock(),
             own_tokens=own_tokens,
