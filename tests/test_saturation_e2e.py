@@ -236,6 +236,7 @@ async def test_saturation_spills_public_traffic_before_the_p95_breaker_would_ope
     assert all(r.endpoint == "local-a" for r in private_results)
     print(  # shown with -s: what the run saw
         f"request {llama.request_ms:.0f} ms, SLO {slo_ms} ms; public: {len(spilled)} spilled, {len(local)} local "
-        f"(p95 {p95(local) if local else math.nan:.0f} ms); private: {len(private_results)} local; "
+        f"(p95 {p95(local) if local else math.nan:.0f} ms); private: {len(private_results)} local "
+        f"(p95 {p95([r.seconds * 1000 for r in private_results]):.0f} ms); "
         f"breaker transitions after the spill: {[new for at, new in transitions if at > first_spill]}"
     )
