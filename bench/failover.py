@@ -102,6 +102,7 @@ def router_document(local_port: int, cloud_port: int, prometheus_url: str, passi
             {"name": "cloud-a", "type": "cloud", "baseURL": f"http://127.0.0.1:{cloud_port}/v1", "model": "cloud"},
         ],
         "slo": {"p95LatencyMs": SLO_MS},
+        "saturation": {"enabled": False},  # the breaker's failover is measured here; spilling is bench/spillover.py's
         "circuitBreaker": breaker,
     }
 

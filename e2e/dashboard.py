@@ -81,7 +81,7 @@ def render_table(sample: Sample, done: Totals, endpoints: list[str], slo_seconds
     table = Table(
         title=f"hybridroute demo  t={sample.at:5.0f} s  phase={sample.phase}  clients={sample.concurrency}",
         caption=(
-            f"requests {done.requests}  failed {done.failed}  private {done.private} "
+            f"requests {done.requests}  failed {done.failed}  spilled {done.spilled}  private {done.private} "
             f"(not local: {done.private_not_local})  cloud spend ${done.spend_usd:.4f} "
             f"vs cloud-only ${done.cloud_only_usd:.4f}"
         ),
@@ -112,7 +112,7 @@ def render_line(sample: Sample, done: Totals, endpoints: list[str]) -> str:
     ]
     return (
         f"[demo] t={sample.at:4.0f}s {sample.phase:<9} clients={sample.concurrency:<2} "
-        f"reqs={done.requests} failed={done.failed} | {' | '.join(parts)} | "
+        f"reqs={done.requests} failed={done.failed} spilled={done.spilled} | {' | '.join(parts)} | "
         f"private not local={done.private_not_local} | spend ${done.spend_usd:.4f} vs cloud-only "
         f"${done.cloud_only_usd:.4f}"
     )

@@ -1,7 +1,7 @@
 """The demo's outputs: a PNG of latency and routing share over time, and a short markdown report.
 
 Inputs are what the traffic run recorded (one `RequestRecord` per request, one `Sample` per second).
-`phase_rows`, `breaker_changes` and `markdown` are pure; `plot` draws with matplotlib's Agg backend
+`phase_rows`, `breaker_changes`, `spills` and `markdown` are pure; `plot` draws with matplotlib's Agg backend
 (no display needed) and `write_report` writes both files and returns their paths.
 """
 
@@ -72,6 +72,12 @@ def breaker_changes(timeline: Sequence[Sample], endpoint: str) -> list[tuple[flo
     return changes
 
 
+def spills(records: Sequence[RequestRecord]) -> list[RequestRecord]:
+    """Requests the router spilled: sent to the cloud first because the local pool was saturated,
+    short of replicas or in slow start (reason `spill`, docs/saturation.md), in sending order."""
+    return sorted((record for record in records if record.spilled), key=lambda r: r.at)
+
+
 def phase_starts(timeline: Sequence[Sample]) -> list[tuple[str, float]]:
     """(phase, first sample time) in order: where the phases began, as the monitor saw it."""
     starts: list[tuple[str, float]] = []
@@ -121,6 +127,13 @@ def markdown(
     lines += ["", f"## `{local_endpoint}` breaker", ""]
     changes = breaker_changes(timeline, local_endpoint)
     lines += [f"- t={at:.0f} s: {state}" for at, state in changes] or ["- (no breaker data)"]
+    spilled = spills(records)
+    lines += ["", "## Spilled before the breaker (saturation admission)", ""]
+    if spilled:
+        per_phase = ", ".join(f"{phase.name} {sum(1 for r in spilled if r.phase == phase.name)}" for phase in phases)
+        lines.append(f"- first spill at t={spilled[0].at:.0f} s; spilled requests per phase: {per_phase}")
+    else:
+        lines.append("- no request was spilled")
     kinds = sorted({record.kind for record in records})
     lines += ["", "## Where each kind of request went", "", "| kind | requests | local | cloud | failed |"]
     lines.append("| --- | --- | --- | --- | --- |")
@@ -173,6 +186,18 @@ def plot(
             label="failed",
             s=20,
         )
+    spilled = spills(records)
+    if spilled:
+        latency_ax.scatter(
+            [r.at + r.seconds for r in spilled],
+            [r.seconds for r in spilled],
+            marker="^",
+            s=14,
+            facecolors="none",
+            edgecolors="#2ca02c",
+            label="spilled (saturation admission)",
+        )
+        latency_ax.axvline(spilled[0].at, color="#2ca02c", linewidth=1.2, label="first spill")
     latency_ax.axhline(slo_seconds, color="#d62728", linestyle="--", linewidth=1, label="p95 SLO")
     _shade_breaker(latency_ax, timeline, local_endpoint)
     latency_ax.set_ylabel("latency (s)")

@@ -158,6 +158,12 @@ class RequestRecord:
         return 200 <= self.status < 300
 
     @property
+    def spilled(self) -> bool:
+        """Sent to the cloud first because the local pool was saturated, short of replicas or in slow
+        start (the router's reason `spill`, docs/saturation.md)."""
+        return self.reason.split(";")[0] == "spill"
+
+    @property
     def cloud_price_usd(self) -> float:
         """What this request costs, or would have cost, at the cloud endpoint."""
         return cloud_price_usd(self.input_tokens, self.output_tokens)
@@ -265,6 +271,8 @@ class Totals:
     """Cloud spend: the cloud-served requests at the cloud's price."""
     cloud_only_usd: float
     """What every successful request would have cost on the cloud endpoint."""
+    spilled: int = 0
+    """Requests the router spilled to the cloud before its breaker would have opened."""
 
     def share(self, endpoint: str) -> float:
         served = sum(self.served.values())
@@ -284,4 +292,5 @@ def totals(records: Sequence[RequestRecord], local_endpoint: str) -> Totals:
         private_not_local=sum(1 for r in records if r.private and r.ok and r.endpoint != local_endpoint),
         spend_usd=sum(r.cloud_price_usd for r in records if r.ok and r.endpoint and r.endpoint != local_endpoint),
         cloud_only_usd=sum(record.cloud_price_usd for record in records if record.ok),
+        spilled=sum(1 for record in records if record.spilled),
     )

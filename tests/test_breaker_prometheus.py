@@ -14,6 +14,7 @@ than in seconds, so a loaded machine stretches the clock without breaking the te
 
 Passive rate judging is switched off (`minimumCalls` far above the traffic here) so that every
 slow-local opening is the p95 signal's doing; consecutive failures stay on for the dead upstream.
+Saturation admission is off for the same reason: it would spill before p95 moves.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def breaker_config(
         endpoint("cloud-a", cloud, "cloud"),
         policy={"name": POLICY},
         slo={"p95LatencyMs": SLO_MS},
+        saturation={"enabled": False},  # predictive spill would move traffic first (test_saturation_e2e.py)
         circuitBreaker={
             "consecutiveFailures": 3,
             "minimumCalls": 10_000,

@@ -22,6 +22,7 @@ from cryptography import x509
 
 from hybridroute_operator.injection import METRICS_PORT_NAME, router_container
 from hybridroute_operator.probes import AllowList
+from hybridroute_operator.render import ENDPOINT_LABEL, PORT_NAME, pool_labels
 from hybridroute_operator.webhook import WEBHOOK_ID, WebhookSettings
 from hybridroute_router.audit import AuditTrail
 from hybridroute_router.metrics import RouterMetrics
@@ -331,6 +332,20 @@ def test_pod_monitor_refuses_a_loopback_metrics_listener(helm: Helm) -> None:
     assert "injection.metricsAddress=0.0.0.0" in result.stderr
 
 
+def test_the_model_server_pod_monitor_scrapes_managed_pools_labelled_by_endpoint(helm: Helm) -> None:
+    docs = helm.template([CHART / "ci" / "monitoring-enabled-values.yaml"])
+    [pools] = [doc for doc in by_kind(docs, "PodMonitor") if doc["metadata"]["name"].endswith("-model-servers")]
+    labels = pool_labels("gemma", "llamacpp")
+    assert pools["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [scraped] = pools["spec"]["podMetricsEndpoints"]
+    assert scraped["port"] == PORT_NAME
+    [relabel] = scraped["relabelings"]
+    assert relabel["targetLabel"] == "endpoint"
+    assert relabel["sourceLabels"] == [
+        "__meta_kubernetes_pod_label_" + ENDPOINT_LABEL.replace(".", "_").replace("/", "_")
+    ]
+
+
 def test_the_chart_cannot_put_the_router_api_on_the_pod_network(helm: Helm) -> None:
     result = helm.run(*helm.template_args(set_values={"injection.listenAddress": "0.0.0.0"}), check=False)
 
@@ -340,7 +355,8 @@ def test_the_chart_cannot_put_the_router_api_on_the_pod_network(helm: Helm) -> N
 
 def test_pod_monitor_scrapes_the_metrics_listener_and_the_injected_sidecar_serves_it_there(helm: Helm) -> None:
     docs = helm.template([CHART / "ci" / "monitoring-enabled-values.yaml"])
-    endpoints = one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    [routers] = [doc for doc in by_kind(docs, "PodMonitor") if doc["metadata"]["name"].endswith("-routers")]
+    endpoints = routers["spec"]["podMetricsEndpoints"]
     assert [(endpoint["port"], endpoint["path"]) for endpoint in endpoints] == [(METRICS_PORT_NAME, "/metrics")]
 
     env = {item["name"]: item["value"] for item in operator_container(docs)["env"] if "value" in item}

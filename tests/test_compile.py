@@ -190,3 +190,18 @@ def test_config_map_is_owned_by_the_policy_and_carries_the_hash() -> None:
         True,
     )
     assert parse_config(manifest["data"][CONFIGMAP_KEY]).config_hash == compiled.config.config_hash
+
+
+def test_a_managed_pools_replicas_and_slots_reach_the_config_and_an_external_server_has_none() -> None:
+    rolling = {**READY, "readyReplicas": 1}
+    pool = {"type": "local", "local": {**LOCAL["local"], "replicas": 3, "maxConcurrency": 2}}
+    external = {"type": "local", "local": {"url": "http://workstation.lan:11434/v1", "model": "llama3"}}
+    compiled = compile_policy(
+        policy_for(["pool", "ext"]), {"pool": endpoint("pool", pool, status=rolling), "ext": endpoint("ext", external)}
+    )
+    managed = compiled.config.endpoint("pool")
+    assert managed is not None
+    assert (managed.desired_replicas, managed.ready_replicas, managed.parallel_slots) == (3, 1, 2)
+    unmanaged = compiled.config.endpoint("ext")
+    assert unmanaged is not None
+    assert (unmanaged.desired_replicas, unmanaged.ready_replicas, unmanaged.parallel_slots) == (None, None, None)

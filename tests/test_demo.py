@@ -20,7 +20,7 @@ import pytest
 from e2e import processes
 from e2e.dashboard import Sample, parse_breaker_states, parse_p95
 from e2e.modelserver import GEMMA_CONTEXT_TOKENS
-from e2e.report import breaker_changes, markdown, percentile, phase_rows
+from e2e.report import breaker_changes, markdown, percentile, phase_rows, spills
 from e2e.traffic import MIX, Phase, RequestRecord, demo_phases, plan_request, totals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -207,9 +207,25 @@ def test_report_tells_phases_breaker_changes_and_privacy() -> None:
     assert "served anywhere but local: **0**" in text
     assert "- t=5 s: open" in text
     assert "| steady | 1 | 1 | 100% | 0.50 s | - | 0 |" in text
+    assert "- no request was spilled" in text
 
 
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.95) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert percentile([float(value) for value in range(1, 101)], 0.95) == 95.0
+
+
+def test_the_report_marks_spilled_requests_and_when_spilling_began() -> None:
+    phases = (Phase("steady", 1, 10), Phase("peak", 4, 10))
+
+    def record(at: float, endpoint: str, reason: str) -> RequestRecord:
+        phase = "steady" if at < 10 else "peak"
+        return RequestRecord(at, 0.7, phase, 1, "routine", False, 200, endpoint, reason, 1, 10, 10)
+
+    records = [record(1, "local", "routine"), record(14, "cloud", "spill"), record(12, "cloud", "spill"),
+               record(13, "cloud", "routine;fallback")]  # fmt: skip
+    assert [r.at for r in spills(records)] == [12, 14]
+    assert totals(records, "local").spilled == 2
+    text = markdown(records, [], phases, "local", "cloud", 5.0, "the SIMULATOR")
+    assert "- first spill at t=12 s; spilled requests per phase: steady 0, peak 2" in text

@@ -9,6 +9,7 @@ privacy header read fail-closed; client headers allow-listed and scanned.
 from __future__ import annotations
 
 import http.client
+import re
 from typing import Any
 
 import orjson
@@ -116,6 +117,10 @@ def test_a_private_request_gets_the_one_refusal_whatever_the_local_fault(
     assert error["type"] == "server_error"
     assert error["message"].startswith("private request (header): no local endpoint could answer it (local-a: ")
     assert "the cloud was not tried" in error["message"]
+    waited = re.search(r"; waited (\d+) ms for local endpoints;", error["message"])
+    assert waited is not None  # how long it waited before the refusal
+    if fault == "slow-past-timeout":
+        assert int(waited.group(1)) >= 250  # the attempt timed out: ttftMs 300, requestTimeoutMs 600 here
     assert cloud.received == b""
 
 

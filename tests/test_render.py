@@ -108,6 +108,7 @@ def test_llamacpp_arguments() -> None:
     assert args[args.index("-c") + 1] == "4096"
     assert args[args.index("--host") + 1] == "0.0.0.0"
     assert args[args.index("--port") + 1] == "8080"
+    assert "--metrics" in args  # the saturation signals the routers read (llama.cpp server's /metrics)
     assert "llama.cpp" in server["image"]
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
 

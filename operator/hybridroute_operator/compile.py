@@ -32,6 +32,7 @@ from hybridroute_operator.api import (
     EndpointRef,
     InferenceEndpointSpec,
     LabelSelector,
+    LocalSpec,
     Reason,
     RoutingPolicySpec,
 )
@@ -202,6 +203,8 @@ def _endpoint_config(
         base_url = local.url if local.url is not None or port is None else service_url(ref.name, namespace, port)
         if local.max_concurrency is not None and "max_concurrency" not in common:
             common["max_concurrency"] = local.max_concurrency
+        if local.url is None:
+            common.update(_lifecycle(local, snapshot.status))
         endpoint = EndpointConfig(
             **common,
             base_url=base_url,
@@ -213,6 +216,14 @@ def _endpoint_config(
     else:  # the CEL rules make this unreachable for objects the API server accepted
         return _placeholder(ref, Reason.INVALID_SPEC), ResolvedRef(ref.name, spec.type, False, Reason.INVALID_SPEC)
     return endpoint, ResolvedRef(ref.name, spec.type, available, unavailable_reason)
+
+
+def _lifecycle(local: LocalSpec, status: Mapping[str, Any]) -> dict[str, int]:
+    """A managed pool's replicas (desired, ready) and llama.cpp's `--parallel` slots, for admission."""
+    fields = {"desired_replicas": local.replicas, "ready_replicas": int(status.get("readyReplicas") or 0)}
+    if local.server == "llamacpp" and local.max_concurrency is not None:
+        fields["parallel_slots"] = local.max_concurrency
+    return fields
 
 
 def _placeholder(ref: EndpointRef, reason: str) -> EndpointConfig:

@@ -264,6 +264,7 @@ def _ollama(local: LocalSpec, port: int) -> Launch:
 def _llamacpp(local: LocalSpec, port: int) -> Launch:
     # The GGUF file fixes the quantization; `-m` takes its path inside the image or a mounted volume.
     args = ["-m", local.model, "--host", "0.0.0.0", "--port", str(port), "--alias", local.model]
+    args.append("--metrics")  # /metrics for the routers' saturation signals (scraped by the chart's PodMonitor)
     if local.max_context_tokens:
         args += ["-c", str(local.max_context_tokens)]
     if local.max_concurrency:

@@ -13,8 +13,8 @@ Endpoints (the API listener, loopback only: it spends the pod's cloud keys):
 /metrics is served by the separate operations listener only (`opsapp.OpsApp`), which may bind the
 pod IP for Prometheus and the kubelet.
 
-Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
-Prometheus p95 evaluator as tasks; stops them on shutdown.
+Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch), the
+Prometheus p95 evaluator and the saturation feed as tasks; stops them on shutdown.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from .admission import LocalAdmission
 from .asgi import Message, Receive, Scope, Send, respond
 from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
@@ -57,6 +58,7 @@ from .outcome import build_outcome, notify
 from .p95 import EvaluationStatus, P95Evaluator
 from .policy import Decision, EndpointState, decide
 from .profile import Kind, ProfileError, RequestProfile, build_profile
+from .saturationfeed import SaturationFeed
 from .upstream import AiohttpTransport, Transport
 
 log = logging.getLogger("hybridroute.router.app")
@@ -110,11 +112,14 @@ class RouterApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._p95_session: aiohttp.ClientSession | None = None
         self.p95: P95Evaluator | None = None
+        self.saturation: SaturationFeed | None = None
+        self.admission = LocalAdmission(clock, self.executor.limiter.in_flight)
         holder.on_refused(lambda source, _reason: self.metrics.config_refused(source))
         self.executor.breakers.on_transition(self._log_transition)
         holder.on_swap(self._on_config)
         self.metrics.follow_breakers(self._breaker_states)
         self.metrics.follow_p95(self._p95_status)
+        self.metrics.follow_in_flight(self._in_flight)
 
     def _on_config(self, config: RouterConfig) -> None:
         self.executor.configure(config)
@@ -125,6 +130,13 @@ class RouterApp:
         if config is None:
             return "", {}
         return config.policy.name, dict(self.executor.breakers.states())
+
+    def _in_flight(self) -> tuple[str, dict[str, int]]:
+        config = self.holder.current
+        if config is None:
+            return "", {}
+        limiter = self.executor.limiter
+        return config.policy.name, {endpoint.name: limiter.in_flight(endpoint.name) for endpoint in config.endpoints}
 
     def _p95_status(self) -> tuple[str, EvaluationStatus | None]:
         config = self.holder.current
@@ -167,7 +179,13 @@ class RouterApp:
         # Its own small session: Prometheus queries never compete with requests for pooled connections.
         self._p95_session = aiohttp.ClientSession()
         self.p95 = P95Evaluator(self._p95_session, lambda: self.holder.current, self.executor.breakers.observe_p95)
-        loops = [(type(source).__name__, source.run) for source in self._sources] + [("P95Evaluator", self.p95.run)]
+        self.saturation = SaturationFeed(
+            self._p95_session, lambda: self.holder.current, self.executor.clock, self.admission.update
+        )
+        loops = [(type(source).__name__, source.run) for source in self._sources] + [
+            ("P95Evaluator", self.p95.run),
+            ("SaturationFeed", self.saturation.run),
+        ]
         self._tasks = [asyncio.create_task(run(), name=name) for name, run in loops]
         for task in self._tasks:
             task.add_done_callback(_report_stopped)
@@ -267,9 +285,15 @@ class RouterApp:
             for rejection in decision.rejected:
                 if rejection.filter == "capacity":
                     self.metrics.observe_capacity_skip(policy, rejection.endpoint)
+                elif rejection.filter == "saturation":
+                    self.metrics.observe_spill(policy, rejection.endpoint, rejection.detail.split(":", 1)[0])
             if not decision.candidates:
                 refusal = PrivateRequestRefused if decision.private else NoEligibleEndpoint
                 raise refusal(decision.error or "no eligible endpoint")
+            if decision.private:
+                too_long = self.admission.private_refusal(profile, config)
+                if too_long is not None:
+                    raise PrivateRequestRefused.for_request(profile.sensitive_reasons, too_long)
         except RouterError as exc:
             self.metrics.observe_request(policy, "", _rejection_outcome(exc), 0)
             log.info("request rejected", extra={"policy": policy, "status": exc.status, "code": exc.code})
@@ -330,14 +354,17 @@ class RouterApp:
         self, profile: RequestProfile, config: RouterConfig, breakers: Mapping[str, CircuitBreaker]
     ) -> Decision:
         executor = self.executor
+        spills = self.admission.spills(profile, config, {name: b.state for name, b in breakers.items()}, self._roll())
         states = {}
         for endpoint in config.endpoints:
             breaker = breakers[endpoint.name]
+            spill = spills.get(endpoint.name)
             states[endpoint.name] = EndpointState(
                 breaker=breaker.state,
                 at_capacity=executor.limiter.at_capacity(endpoint.name, endpoint.max_concurrency),
                 observed_p95_ms=breaker.observed_p95_ms,
                 last_failure_at=breaker.last_failure_at,
+                spill=None if spill is None else f"{spill.kind}: {spill.detail}",
             )
         exhausted = executor.spend.exhausted(config.budget)
         return decide(profile, config, states, budget_exhausted=exhausted, roll=self._roll())

@@ -246,6 +246,35 @@ class CircuitBreakerConfig(Model):
     """p95-driven breaking from Prometheus."""
 
 
+class SaturationConfig(Model):
+    """Spill before it hurts: predictive admission from model-server saturation (docs/saturation.md).
+
+    Every `evaluationSeconds` each router reads the local pools' queue, running requests, KV-cache use
+    and generation rate from Prometheus (`circuitBreaker.prometheus.url`): vLLM's and llama.cpp
+    server's own metrics, else the routers' `hybridroute_` in-flight totals. Per request it estimates
+    the local latency; a public request whose estimate breaks its latency budget or the SLO goes to
+    the cloud first, a private one waits locally, bounded by its budget. Unknown data never spills.
+    """
+
+    enabled: bool = True
+    """Predictive admission on; without a Prometheus URL or with unknown data it never spills."""
+    evaluation_seconds: Annotated[float, Field(ge=0.5, le=600)] = 2
+    """How often the saturation queries run."""
+    window: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
+    """Range for the generation-rate and request-rate rate() queries."""
+    stale_after_seconds: Annotated[float, Field(ge=1, le=3600)] = 15
+    """Signals older than this are unknown (never spill)."""
+    slo_fraction: Annotated[float, Field(gt=0, le=10)] = 0.8
+    """A public request spills when its estimated local latency exceeds slo.p95LatencyMs x this."""
+    kv_cache_spill_percent: Annotated[int, Field(ge=1, le=100)] = 95
+    """A pool whose KV cache is at least this full (vLLM, llama.cpp) takes no new public requests."""
+    slow_start_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
+    """After a recovery (breaker closed, saturation cleared, replicas back) the local share of public
+    traffic ramps linearly over this long (Envoy's slow start); 0 returns it at once."""
+    slow_start_min_percent: Annotated[int, Field(ge=0, le=100)] = 10
+    """Local share of public traffic at the start of the ramp."""
+
+
 class BudgetConfig(Model):
     """Cloud spend caps, estimated from token counts and endpoint pricing."""
 
@@ -356,6 +385,14 @@ class EndpointConfig(Model):
     """False when the operator found it missing or not ready; the router skips it."""
     unavailable_reason: str | None = None
     """Why it is unavailable (operator's words)."""
+    desired_replicas: Annotated[int | None, Field(ge=0)] = None
+    """Managed pool: replicas asked for (operator); with readyReplicas, the lifecycle signal."""
+    ready_replicas: Annotated[int | None, Field(ge=0)] = None
+    """Managed pool: replicas serving now; below desiredReplicas (rolling, scaling from zero) the pool
+    takes only its ready share of public traffic, the rest goes to the cloud."""
+    parallel_slots: Annotated[int | None, Field(ge=1)] = None
+    """Requests one replica generates at once (llama.cpp `--parallel`); unknown: only a reported
+    queue counts as waiting."""
 
     @property
     def is_local(self) -> bool:
@@ -395,6 +432,8 @@ class PolicySections(Model):
     """Cloud spend caps and what happens when one is reached."""
     rollout: RolloutConfig = RolloutConfig()
     """Share of eligible traffic offered to local endpoints first (gradual migration)."""
+    saturation: SaturationConfig = SaturationConfig()
+    """Predictive spill to the cloud from local model-server saturation, and slow start on recovery."""
 
     def policy_sections(self) -> dict[str, Any]:
         """These fields only, as model instances (to build another PolicySections subclass from)."""

@@ -110,9 +110,13 @@ class PrivateRequestRefused(NoEligibleEndpoint):
     code = "private_no_local"
 
     @classmethod
-    def for_request(cls, reasons: tuple[str, ...], local_faults: str) -> PrivateRequestRefused:
+    def for_request(
+        cls, reasons: tuple[str, ...], local_faults: str, waited_ms: float | None = None
+    ) -> PrivateRequestRefused:
+        """`waited_ms`: how long it waited on local endpoints before the refusal, when it was sent at all."""
+        waited = "" if waited_ms is None else f"; waited {waited_ms:.0f} ms for local endpoints"
         return cls(
-            f"private request ({', '.join(reasons)}): no local endpoint could answer it ({local_faults}); "
+            f"private request ({', '.join(reasons)}): no local endpoint could answer it ({local_faults}){waited}; "
             "the cloud was not tried: cloud endpoints never receive a private request"
         )
 

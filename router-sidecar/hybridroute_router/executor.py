@@ -601,7 +601,8 @@ class Executor:
         if request.decision.private:
             # One refusal contract, whatever the local fault: a timeout or garbage is no reason to
             # answer a private request differently (504/502) than a local that is down.
-            error = PrivateRequestRefused.for_request(request.profile.sensitive_reasons, summary)
+            waited_ms = trail.upstream_wait_s * 1000
+            error = PrivateRequestRefused.for_request(request.profile.sensitive_reasons, summary, waited_ms)
             self.metrics.observe_privacy_block(request.config.policy.name, "rejected")
         elif last is None:
             error = NoEligibleEndpoint(f"no candidate could take the request: {summary}")

@@ -163,6 +163,19 @@ class RouterMetrics:
             ["source"],
             registry=r,
         )
+        self.spills = Counter(
+            "hybridroute_spills",
+            "Public requests a local endpoint refused before sending (kind: saturation, lifecycle, slow-start).",
+            ["namespace", "policy", "endpoint", "kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "hybridroute_upstream_in_flight",
+            "Upstream attempts in flight from this router (the fleet's load on servers without metrics).",
+            ["namespace", "policy", "endpoint"],
+            registry=r,
+        )
+        self._in_flight_source: Callable[[], tuple[str, Mapping[str, int]]] | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
         self._namespace = "default"
         """The policy's namespace (PolicyRef's default until a config arrives)."""
@@ -206,6 +219,9 @@ class RouterMetrics:
     def observe_capacity_skip(self, policy: str, endpoint: str) -> None:
         self._child(self.capacity_skips, policy, endpoint).inc()
 
+    def observe_spill(self, policy: str, endpoint: str, kind: str) -> None:
+        self._child(self.spills, policy, endpoint, kind).inc()
+
     # ---------------------------------------------------------------------------------------------
     # config and scrape
 
@@ -226,7 +242,16 @@ class RouterMetrics:
         """Register the source of (policy, last p95 evaluation status) read at every scrape."""
         self._p95_status = status
 
+    def follow_in_flight(self, source: Callable[[], tuple[str, Mapping[str, int]]]) -> None:
+        """Register the source of (policy, {endpoint: attempts in flight}) read at every scrape."""
+        self._in_flight_source = source
+
     def render(self) -> bytes:
+        if self._in_flight_source is not None:
+            policy, counts = self._in_flight_source()
+            self.in_flight.clear()
+            for endpoint, count in counts.items():
+                self.in_flight.labels(self._namespace, policy, endpoint).set(count)
         if self._breaker_states is not None:
             policy, states = self._breaker_states()
             self.breaker_state.clear()

@@ -37,7 +37,12 @@ def render_query(template: str, policy: str, window: str, *, namespace: str = "d
 
 
 def parse_query_result(body: Any) -> dict[str, float]:
-    """Map a Prometheus instant-vector answer to {endpoint: p95 ms}, dropping NaN/Inf/unlabelled series.
+    """Map a Prometheus instant-vector answer of seconds to {endpoint: p95 ms} (see `vector_by_endpoint`)."""
+    return {endpoint: seconds * 1000.0 for endpoint, seconds in vector_by_endpoint(body).items()}
+
+
+def vector_by_endpoint(body: Any) -> dict[str, float]:
+    """Map a Prometheus instant-vector answer to {endpoint label: value}, dropping NaN/Inf/unlabelled series.
 
     Raises ValueError when the answer is not a successful vector result: the caller treats that as
     unknown data, like an unreachable server.
@@ -51,11 +56,11 @@ def parse_query_result(body: Any) -> dict[str, float]:
     for series in data.get("result", []):
         endpoint = series.get("metric", {}).get("endpoint")
         try:
-            seconds = float(series["value"][1])
+            value = float(series["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        if endpoint and math.isfinite(seconds):
-            values[endpoint] = seconds * 1000.0
+        if endpoint and math.isfinite(value):
+            values[endpoint] = value
     return values
 
 

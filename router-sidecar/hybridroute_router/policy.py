@@ -8,7 +8,10 @@ failing over before the first byte. The steps, in order:
    (input estimate + requested output must fit) -> capabilities (tools, structured output, vision)
    -> budget (cloud spend cap reached) -> rule (the matching rule lists other endpoints).
 2. Runtime filters: breaker open, then this router's maxConcurrency reached. Half-open endpoints stay
-   eligible; the breaker's own `try_acquire` bounds how many probes they get.
+   eligible; the breaker's own `try_acquire` bounds how many probes they get. Then, for public
+   requests only, `saturation`: a local endpoint that `admission` says should spill (saturated,
+   short of replicas, in slow start) drops out, unless that would leave no endpoint at all (spilling
+   never blocks); the reason becomes "spill" when the request then goes to the cloud first.
 3. Preference: the first matching rule's action (prefer local/cloud, or an explicit endpoint list in
    its own order); without a rule, complexity >= threshold prefers cloud ("complex"), else local
    ("routine"). When the preference is local and both kinds are eligible, `rollout.localPercent`
@@ -43,7 +46,9 @@ from .config import EndpointConfig, RouterConfig, Rule, RuleMatch
 from .cost import estimate_cost
 from .profile import RequestProfile, header_matches
 
-FilterName = Literal["privacy", "context", "capability", "breaker", "capacity", "budget", "unavailable", "rule"]
+FilterName = Literal[
+    "privacy", "context", "capability", "breaker", "capacity", "budget", "unavailable", "rule", "saturation"
+]
 EndpointKind = Literal["local", "cloud"]
 
 
@@ -56,6 +61,8 @@ class EndpointState:
     """maxConcurrency reached in this router."""
     observed_p95_ms: float | None = None
     last_failure_at: float | None = None
+    spill: str | None = None
+    """Why a local endpoint should not take public requests now (admission.py); private ones ignore it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,7 @@ class Decision:
     """Name of the first matching rule."""
     private: bool
     reason: str
-    """Short, for x-hybridroute-reason: private, rule:<name>, complex, routine, rollout, all-open;
+    """Short, for x-hybridroute-reason: private, rule:<name>, complex, routine, rollout, all-open, spill;
     with no candidates: private, budget or no-route."""
     error: str | None
     """When there are no candidates: why (goes into the 503 message)."""
@@ -169,6 +176,11 @@ def _route(
             rejected.append(Rejection(endpoint.name, "capacity", "maxConcurrency in flight"))
         else:
             eligible.append(endpoint)
+    if not profile.sensitive:
+        spilled = {e.name for e in eligible if states.get(e.name, _CLOSED).spill is not None}
+        if spilled and len(spilled) < len(eligible):
+            rejected.extend(Rejection(name, "saturation", states[name].spill or "") for name in sorted(spilled))
+            eligible = [endpoint for endpoint in eligible if endpoint.name not in spilled]
 
     rule_name = rule.name if rule else None
     if not eligible:
@@ -188,6 +200,8 @@ def _route(
 
     costs = {endpoint.name: _cost(endpoint, profile) for endpoint in eligible}
     ordered, reason = _order(profile, config, states, rule, eligible, costs, roll)
+    if not ordered[0].endpoint.is_local and any(rejection.filter == "saturation" for rejection in rejected):
+        reason = "spill"
     return Decision(
         ordered, tuple(rejected), rule_name, profile.sensitive, "private" if profile.sensitive else reason, None
     )
