@@ -13,8 +13,8 @@ Endpoints (the API listener, loopback only: it spends the pod's cloud keys):
 /metrics is served by the separate operations listener only (`opsapp.OpsApp`), which may bind the
 pod IP for Prometheus and the kubelet.
 
-Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch) and the
-Prometheus p95 evaluator as tasks; stops them on shutdown.
+Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch), the
+Prometheus p95 evaluator and the fleet budget evaluator as tasks; stops them on shutdown.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .clientchecks import check_decision_fits, check_output_tokens, check_respon
 from .config import RouterConfig
 from .errors import (
     BadRequest,
+    BudgetExhausted,
     MethodNotAllowed,
     ModelNotFound,
     NoEligibleEndpoint,
@@ -49,6 +50,7 @@ from .errors import (
     error_body,
 )
 from .executor import Executor, RoutedRequest, Served
+from .fleetbudget import FleetBudget, Spend
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
 from .metrics import RouterMetrics
@@ -107,15 +109,18 @@ class RouterApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._p95_session: aiohttp.ClientSession | None = None
         self.p95: P95Evaluator | None = None
+        self.fleet_budget: FleetBudget | None = None
         holder.on_refused(lambda source, _reason: self.metrics.config_refused(source))
         self.executor.breakers.on_transition(self._log_transition)
         holder.on_swap(self._on_config)
         self.metrics.follow_breakers(self._breaker_states)
         self.metrics.follow_p95(self._p95_status)
+        self.metrics.follow_budget(self._budget_status, self._budget_spend)
 
     def _on_config(self, config: RouterConfig) -> None:
         self.executor.configure(config)
         self.metrics.set_config(config.policy.name, config.config_hash, config.policy.namespace)
+        self.metrics.start_cost_series(config)
 
     def _breaker_states(self) -> tuple[str, dict[str, str]]:
         config = self.holder.current
@@ -128,6 +133,24 @@ class RouterApp:
         if config is None or self.p95 is None:
             return "", None
         return config.policy.name, self.p95.status
+
+    def _budget_status(self) -> tuple[RouterConfig | None, str | None]:
+        """The served config and its budget state (None while unknown) for the budget gauges."""
+        config = self.holder.current
+        if config is None or not config.budget.fleet or self.fleet_budget is None:
+            return None, None
+        return config, self.fleet_budget.state(config.budget)
+
+    def _budget_spend(self) -> tuple[bool | None, Spend | None]:
+        if self.fleet_budget is None:
+            return None, None
+        return self.fleet_budget.status.up, self.fleet_budget.status.spend
+
+    def budget_exhausted(self, config: RouterConfig) -> bool:
+        """The budget decision for `config`: the fleet's (from Prometheus) or this router's own spend."""
+        if config.budget.fleet:
+            return self.fleet_budget is not None and self.fleet_budget.exhausted(config.budget)
+        return self.executor.spend.exhausted(config.budget)
 
     @staticmethod
     def _log_transition(endpoint: str, old: str, new: str, reason: str) -> None:
@@ -164,7 +187,11 @@ class RouterApp:
         # Its own small session: Prometheus queries never compete with requests for pooled connections.
         self._p95_session = aiohttp.ClientSession()
         self.p95 = P95Evaluator(self._p95_session, lambda: self.holder.current, self.executor.breakers.observe_p95)
-        loops = [(type(source).__name__, source.run) for source in self._sources] + [("P95Evaluator", self.p95.run)]
+        self.fleet_budget = FleetBudget(self._p95_session, lambda: self.holder.current)
+        loops = [(type(source).__name__, source.run) for source in self._sources] + [
+            ("P95Evaluator", self.p95.run),
+            ("FleetBudget", self.fleet_budget.run),
+        ]
         self._tasks = [asyncio.create_task(run(), name=name) for name, run in loops]
         for task in self._tasks:
             task.add_done_callback(_report_stopped)
@@ -230,7 +257,7 @@ class RouterApp:
             else:
                 raise NotFound(f"no route for {method} {path}")
         except RouterError as exc:
-            await respond(send, exc.status, exc.body())
+            await respond(send, exc.status, exc.body(), exc.headers())
 
     def readiness(self, config: RouterConfig | None) -> bytes:
         """/readyz's answer; NotReady without a config, or when a background loop stopped.
@@ -263,6 +290,8 @@ class RouterApp:
                 if rejection.filter == "capacity":
                     self.metrics.observe_capacity_skip(policy, rejection.endpoint)
             if not decision.candidates:
+                if decision.reason == "budget":
+                    raise BudgetExhausted(_budget_message(config, decision.error))
                 refusal = PrivateRequestRefused if decision.private else NoEligibleEndpoint
                 raise refusal(decision.error or "no eligible endpoint")
         except RouterError as exc:
@@ -304,8 +333,7 @@ class RouterApp:
                 observed_p95_ms=breaker.observed_p95_ms,
                 last_failure_at=breaker.last_failure_at,
             )
-        exhausted = executor.spend.exhausted(config.budget)
-        return decide(profile, config, states, budget_exhausted=exhausted, roll=self._roll())
+        return decide(profile, config, states, budget_exhausted=self.budget_exhausted(config), roll=self._roll())
 
     async def _explain(self, scope: Scope, receive: Receive) -> bytes:
         """The decision for a request body, without sending it: no prompt text in the answer."""
@@ -319,7 +347,7 @@ class RouterApp:
         profile = _checked_profile(kind, body, client_headers, config)
         decision = self._decide(profile, config, breakers)
         check_decision_fits(profile, decision)
-        return orjson.dumps(explanation(profile, decision, config, self.executor.spend.exhausted(config.budget)))
+        return orjson.dumps(explanation(profile, decision, config, self.budget_exhausted(config)))
 
 
 def _json_body(raw: bytes) -> Any:
@@ -420,6 +448,25 @@ def explanation(profile: RequestProfile, decision: Decision, config: RouterConfi
     }
 
 
+def _budget_message(config: RouterConfig, error: str | None) -> str:
+    """The 429's reason: which caps, over whose spend (no amounts from other tenants' traffic)."""
+    budget = config.budget
+    caps = [
+        f"{window} ${cap:g}"
+        for window, cap in (("daily", budget.daily_usd), ("monthly", budget.monthly_usd))
+        if cap is not None
+    ]
+    scope = {
+        "router": "this router",
+        "policy": f"policy {config.policy.name}",
+        "namespace": f"namespace {config.policy.namespace}",
+    }
+    return (
+        f"{error or 'cloud spend budget exhausted'}: the spend of {scope[budget.scope]} reached a cap "
+        f"({', '.join(caps)}, UTC calendar windows); local endpoints still serve what they can take"
+    )
+
+
 def _models(config: RouterConfig) -> dict[str, Any]:
     data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridroute"} for alias in config.model_aliases]
     return {"object": "list", "data": data}
@@ -441,6 +488,8 @@ def _rejection_outcome(error: RouterError) -> str:
         return "no_route"
     if isinstance(error, NotReady):
         return "not_ready"
+    if isinstance(error, BudgetExhausted):
+        return "budget_exhausted"
     return "invalid_request"
 
 

@@ -1,0 +1,189 @@
+"""Fleet budgets: the fleet's cloud spend this UTC day and month, read from Prometheus, against the caps.
+
+Every router counts what it spends in `hybridroute_cost_usd_total{namespace,policy,endpoint}`; Prometheus
+already sums those counters across replicas and keeps them across restarts. A budget of scope `policy`
+or `namespace` asks Prometheus for the increase of that sum since the start of the current UTC day and
+month and compares it with the caps, so N replicas share one cap and a restarted router forgets nothing.
+No new datastore, and the answer is the same for every router that asks.
+
+Calendar windows: the range of `increase()` is the time elapsed since 00:00 UTC today (or since the first
+of the month), computed from the injected clock at each evaluation, so the day resets at midnight UTC and
+the month on the 1st, not 24 h or 30 days after some spend. `increase()` counts across counter resets (a
+restarted router starts again from zero). The router creates its cost series at zero when a config
+arrives (metrics.py), so a new replica's first spend is counted too.
+
+Each router decides from its own reads (see docs/budgets.md for why not the operator): the decision
+delay is one scrape interval plus one evaluation interval, and the overshoot is bounded by the fleet's
+spend rate over that delay. Unknown data (Prometheus down, an error, a timeout) keeps the last decision;
+before any answer the budget is not enforced (a router never refuses cloud on a guess).
+
+Everything but `query_spend` and `FleetBudget.run` is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiohttp
+
+from .config import BudgetConfig, BudgetPrometheusConfig, RouterConfig
+
+log = logging.getLogger("hybridroute.router.fleetbudget")
+
+Window = Literal["day", "month"]
+State = Literal["ok", "soft", "exhausted"]
+COST_METRIC = "hybridroute_cost_usd_total"
+
+
+def window_start(now: float, window: Window) -> float:
+    """Unix time of 00:00 UTC today (`day`) or on the first of this month (`month`)."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "month":
+        start = start.replace(day=1)
+    return start.timestamp()
+
+
+def spend_query(budget: BudgetConfig, namespace: str, policy: str, now: float, window: Window) -> str:
+    """PromQL for the scope's spend since the window's start (at least one second of range)."""
+    seconds = max(1, math.floor(now - window_start(now, window)))
+    selector = f'namespace="{_label_value(namespace)}"'
+    if budget.scope == "policy":
+        selector += f',policy="{_label_value(policy)}"'
+    return f"sum(increase({COST_METRIC}{{{selector}}}[{seconds}s]))"
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def parse_spend(body: Any) -> float:
+    """USD from a `sum(...)` answer; an empty vector is no spend yet. Raises ValueError on anything else."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise ValueError("prometheus query failed")
+    data = body.get("data") or {}
+    if data.get("resultType") != "vector":
+        raise ValueError("expected a vector result")
+    result = data.get("result") or []
+    if not result:
+        return 0.0
+    try:
+        usd = float(result[0]["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError("malformed sample") from exc
+    if not math.isfinite(usd):
+        raise ValueError("spend is not a finite number")
+    return max(0.0, usd)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """The scope's spend as Prometheus last reported it; None for a window without a cap (not asked)."""
+
+    today_usd: float | None
+    month_usd: float | None
+    at: float
+    """Clock time of the answer."""
+
+
+def budget_state(budget: BudgetConfig, spend: Spend) -> State:
+    """exhausted once a cap is reached (a cap of 0: no cloud spend at all), soft past softPercent of one."""
+    pairs = [(budget.daily_usd, spend.today_usd), (budget.monthly_usd, spend.month_usd)]
+    capped = [(cap, spent) for cap, spent in pairs if cap is not None and spent is not None]
+    if any(spent >= cap for cap, spent in capped):
+        return "exhausted"
+    if budget.soft_percent is not None and any(spent >= cap * budget.soft_percent / 100 for cap, spent in capped):
+        return "soft"
+    return "ok"
+
+
+async def query_spend(
+    session: aiohttp.ClientSession, budget: BudgetConfig, namespace: str, policy: str, now: float
+) -> Spend:
+    """Ask for each capped window's spend, bounded by the timeout; raises on any failure."""
+    prometheus: BudgetPrometheusConfig | None = budget.prometheus
+    if prometheus is None:
+        raise ValueError("fleet budget without a Prometheus URL")
+    timeout = aiohttp.ClientTimeout(total=prometheus.timeout_seconds)
+    found: dict[Window, float | None] = {"day": None, "month": None}
+    windows: tuple[tuple[Window, float | None], ...] = (("day", budget.daily_usd), ("month", budget.monthly_usd))
+    for window, cap in windows:
+        if cap is None:
+            continue
+        params = {"query": spend_query(budget, namespace, policy, now, window), "time": f"{now:.3f}"}
+        url = f"{prometheus.url.rstrip('/')}/api/v1/query"
+        async with session.get(url, params=params, timeout=timeout) as response:
+            found[window] = parse_spend(await response.json(content_type=None))
+    return Spend(found["day"], found["month"], now)
+
+
+@dataclass
+class FleetBudgetStatus:
+    """What the last evaluation saw; exported as metrics. `spend` survives failed evaluations."""
+
+    up: bool | None = None
+    """None before the first evaluation, then whether the last one answered."""
+    spend: Spend | None = None
+    last_error: str | None = None
+
+
+class FleetBudget:
+    """Evaluates the served config's fleet budget periodically; `exhausted` is the hot path's question."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        current_config: Callable[[], RouterConfig | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._current_config = current_config
+        self._clock = clock
+        self.status = FleetBudgetStatus()
+
+    def state(self, budget: BudgetConfig) -> State | None:
+        """The decision from the last answered evaluation; None before any (not enforced)."""
+        spend = self.status.spend
+        return None if spend is None else budget_state(budget, spend)
+
+    def exhausted(self, budget: BudgetConfig) -> bool:
+        return self.state(budget) == "exhausted"
+
+    async def evaluate_once(self) -> FleetBudgetStatus:
+        config = self._current_config()
+        if config is None or not config.budget.fleet:
+            return self.status
+        try:
+            self.status.spend = await query_spend(
+                self._session, config.budget, config.policy.namespace, config.policy.name, self._clock()
+            )
+            self.status.up, self.status.last_error = True, None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self.status.up, self.status.last_error = False, type(exc).__name__
+            log.warning(
+                "prometheus spend query failed; keeping the last budget decision", extra={"error": type(exc).__name__}
+            )
+        return self.status
+
+    def interval(self) -> float:
+        config = self._current_config()
+        prometheus = config.budget.prometheus if config else None
+        return prometheus.evaluation_seconds if prometheus else 5.0
+
+    async def run(self) -> None:
+        """Evaluate forever, one evaluation per interval (cancel the task to stop)."""
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await self.evaluate_once()
+            except Exception:  # an evaluation bug must not kill the loop that keeps budgets current
+                log.exception("fleet budget evaluation failed")
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, self.interval() - elapsed))
