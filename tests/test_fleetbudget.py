@@ -1,0 +1,185 @@
+"""Fleet budget decisions: UTC calendar windows, the spend query, parsing, states, and unknown data."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hybridroute_router.config import BudgetConfig, RouterConfig, parse_config
+from hybridroute_router.fleetbudget import FleetBudget, Spend, budget_state, parse_spend, spend_query, window_start
+
+
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+
+
+def fleet_budget(**fields: Any) -> BudgetConfig:
+    return BudgetConfig.model_validate({"scope": "policy", "prometheus": {"url": "http://127.0.0.1:9"}, **fields})
+
+
+def test_windows_start_at_utc_midnight_and_on_the_first_of_the_month() -> None:
+    now = at(2026, 3, 31, 23, 59, 30)
+    assert window_start(now, "day") == at(2026, 3, 31)
+    assert window_start(now, "month") == at(2026, 3, 1)
+    assert window_start(at(2026, 4, 1, 0, 0, 0), "month") == at(2026, 4, 1)
+
+
+def test_query_range_is_the_time_since_the_window_start() -> None:
+    now = at(2026, 2, 3, 1, 2, 3)
+    day = spend_query(fleet_budget(dailyUsd=5), "team-a", "chat", now, "day")
+    assert day == 'sum(increase(hybridroute_cost_usd_total{namespace="team-a",policy="chat"}[3723s]))'
+    month = spend_query(fleet_budget(monthlyUsd=5), "team-a", "chat", now, "month")
+    assert month.endswith(f"[{2 * 86400 + 3723}s]))")
+    # one second into the day still asks for a valid (non-empty) range
+    assert spend_query(fleet_budget(dailyUsd=5), "ns", "p", at(2026, 2, 3), "day").endswith("[1s]))")
+
+
+def test_namespace_scope_counts_every_policy_of_the_namespace() -> None:
+    query = spend_query(fleet_budget(dailyUsd=5, scope="namespace"), "team-a", "chat", at(2026, 1, 1, 1), "day")
+    assert 'namespace="team-a"}' in query
+    assert "policy=" not in query
+
+
+def test_label_values_are_escaped() -> None:
+    query = spend_query(fleet_budget(dailyUsd=1), 'a"b', "c\\d", at(2026, 1, 1, 1), "day")
+    assert 'namespace="a\\"b",policy="c\\\\d"' in query
+
+
+def vector(*values: str) -> dict[str, Any]:
+    result = [{"metric": {}, "value": [1700000000.0, value]} for value in values]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def test_parse_spend_reads_the_sum_and_treats_no_series_as_no_spend() -> None:
+    assert parse_spend(vector("12.5")) == 12.5
+    assert parse_spend(vector()) == 0.0
+    assert parse_spend(vector("-0.0000001")) == 0.0  # extrapolation noise is not a refund
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "error", "error": "bad_data"},
+        {"status": "success", "data": {"resultType": "matrix", "result": []}},
+        vector("NaN"),
+        vector("+Inf"),
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
+        "not json",
+    ],
+)
+def test_parse_spend_refuses_what_is_not_a_number(body: Any) -> None:
+    with pytest.raises(ValueError, match=r"failed|vector|finite|malformed"):
+        parse_spend(body)
+
+
+@pytest.mark.parametrize(
+    ("fields", "today", "month", "state"),
+    [
+        ({"dailyUsd": 10}, 9.99, None, "ok"),
+        ({"dailyUsd": 10}, 10.0, None, "exhausted"),
+        ({"dailyUsd": 10, "softPercent": 80}, 7.99, None, "ok"),
+        ({"dailyUsd": 10, "softPercent": 80}, 8.0, None, "soft"),
+        ({"dailyUsd": 10, "monthlyUsd": 100, "softPercent": 90}, 1.0, 95.0, "soft"),
+        ({"dailyUsd": 10, "monthlyUsd": 100}, 1.0, 100.0, "exhausted"),
+        ({"dailyUsd": 0}, 0.0, None, "exhausted"),  # a cap of 0: no cloud spend at all
+        ({"monthlyUsd": 5}, None, None, "ok"),  # a window never answered decides nothing
+    ],
+)
+def test_budget_state(fields: dict[str, Any], today: float | None, month: float | None, state: str) -> None:
+    assert budget_state(fleet_budget(**fields), Spend(today, month, 0.0)) == state
+
+
+def config(url: str, **budget: Any) -> RouterConfig:
+    return parse_config(
+        {
+            "endpoints": [{"name": "cloud", "type": "cloud", "baseURL": "http://127.0.0.1:9/v1", "model": "m"}],
+            "policy": {"namespace": "team-a", "name": "chat"},
+            "budget": {"scope": "policy", "prometheus": {"url": url, "timeoutSeconds": 1}, **budget},
+        }
+    )
+
+
+class PrometheusAnswers:
+    """A loopback HTTP server answering /api/v1/query with a set body, recording each query."""
+
+    def __init__(self) -> None:
+        self.body: Any = vector("3")
+        self.queries: list[dict[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/query", self._query)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _query(self, request: web.Request) -> web.Response:
+        self.queries.append(dict(request.query))
+        return web.json_response(self.body)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_no_answer_yet_enforces_nothing() -> None:
+    served = config(closed_port_url(), dailyUsd=0)
+    async with aiohttp.ClientSession() as session:
+        budget = FleetBudget(session, lambda: served)
+        status = await budget.evaluate_once()
+    assert status.up is False
+    assert budget.state(served.budget) is None
+    assert not budget.exhausted(served.budget)
+
+
+async def test_a_failed_evaluation_keeps_the_last_decision() -> None:
+    prometheus = PrometheusAnswers()
+    await prometheus.start()
+    served = config(prometheus.url, dailyUsd=5, monthlyUsd=2.5)
+    clock = at(2026, 5, 17, 6)
+    async with aiohttp.ClientSession() as session:
+        budget = FleetBudget(session, lambda: served, clock=lambda: clock)
+        await budget.evaluate_once()
+        assert budget.exhausted(served.budget)  # $3 this month over a $2.50 cap
+        assert [query["time"] for query in prometheus.queries] == [f"{clock:.3f}"] * 2
+        assert "[21600s]" in prometheus.queries[0]["query"]
+        prometheus.body = {"status": "error", "error": "overloaded"}
+        status = await budget.evaluate_once()
+        assert (status.up, status.last_error) == (False, "ValueError")
+        assert budget.exhausted(served.budget)
+        await prometheus.stop()
+        await budget.evaluate_once()
+        assert budget.exhausted(served.budget)
+
+
+async def test_router_scope_asks_nothing() -> None:
+    prometheus = PrometheusAnswers()
+    await prometheus.start()
+    served = parse_config(
+        {
+            "endpoints": [{"name": "cloud", "type": "cloud", "baseURL": "http://127.0.0.1:9/v1", "model": "m"}],
+            "budget": {"dailyUsd": 1, "prometheus": {"url": prometheus.url}},
+        }
+    )
+    async with aiohttp.ClientSession() as session:
+        budget = FleetBudget(session, lambda: served)
+        status = await budget.evaluate_once()
+    await prometheus.stop()
+    assert prometheus.queries == []
+    assert status.up is None
