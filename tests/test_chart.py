@@ -348,6 +348,8 @@ def test_alerts_and_dashboard_query_metrics_the_router_exports(helm: Helm) -> No
         "HybridrouteP95LatencyHigh",
         "HybridroutePrivacyBlocksSpike",
         "HybridrouteBudgetReached",
+        "HybridrouteFleetBudgetExhausted",
+        "HybridrouteFleetBudgetSoftLimit",
     }
     queries = [rule["expr"] for rule in rules]
     queries += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
@@ -361,3 +363,16 @@ def test_budget_alert_only_with_a_budget(helm: Helm) -> None:
 
     alerts = {rule["alert"] for rule in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
     assert "HybridrouteBudgetReached" not in alerts
+
+
+def test_fleet_budget_alerts_can_be_turned_off(helm: Helm) -> None:
+    on = helm.template(set_values={"metrics.prometheusRule.enabled": "true"})
+    off = helm.template(
+        set_values={"metrics.prometheusRule.enabled": "true", "metrics.prometheusRule.fleetBudgetAlerts": "false"}
+    )
+
+    def alerts(docs: Any) -> set[str]:
+        return {rule["alert"] for rule in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+
+    assert {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} <= alerts(on)
+    assert not {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} & alerts(off)
