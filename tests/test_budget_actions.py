@@ -55,7 +55,7 @@ def test_reject_answers_429_in_openai_shape_and_the_sdk_does_not_retry(
     )
 
 
-def test_reject_leaves_private_and_local_first_traffic_alone(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
+def test_reject_leaves_private_traffic_local(upstream_sim: Any, router: Any, sdk_client: Any) -> None:
     local, cloud = upstream_sim("local"), upstream_sim("cloud")
     running = router(capped(local, cloud, "reject"))
     client = sdk_client(running)
@@ -74,4 +74,24 @@ def test_local_only_serves_cloud_first_requests_locally(upstream_sim: Any, route
 
     assert raw.headers["x-hybridroute-endpoint"] == "local-a"
     assert raw.parse().choices[0].message.content
+    assert cloud.requests == []
+
+
+def test_a_fleet_budget_without_an_answer_yet_falls_back_to_the_routers_own_spend(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    config = capped(local, cloud, "localOnly")
+    unreachable = {"url": "http://127.0.0.1:9", "evaluationSeconds": 1, "timeoutSeconds": 0.5}
+    config = config.model_copy(
+        update={"budget": config.budget.model_validate({"dailyUsd": 0, "scope": "policy", "prometheus": unreachable})}
+    )
+    running = router(config)
+    client = sdk_client(running)
+
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+
+    assert running.app.fleet_budget is not None
+    assert running.app.fleet_budget.state(config.budget) is None
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
     assert cloud.requests == []

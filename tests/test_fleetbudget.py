@@ -29,24 +29,22 @@ def test_windows_start_at_utc_midnight_and_on_the_first_of_the_month() -> None:
     assert window_start(at(2026, 4, 1, 0, 0, 0), "month") == at(2026, 4, 1)
 
 
-def test_query_range_is_the_time_since_the_window_start() -> None:
+def test_query_range_is_the_time_between_start_and_end() -> None:
     now = at(2026, 2, 3, 1, 2, 3)
-    day = spend_query(fleet_budget(dailyUsd=5), "team-a", "chat", now, "day")
+    day = spend_query(fleet_budget(dailyUsd=5), "team-a", "chat", at(2026, 2, 3), now)
     assert day == 'sum(increase(hybridroute_cost_usd_total{namespace="team-a",policy="chat"}[3723s]))'
-    month = spend_query(fleet_budget(monthlyUsd=5), "team-a", "chat", now, "month")
-    assert month.endswith(f"[{2 * 86400 + 3723}s]))")
-    # one second into the day still asks for a valid (non-empty) range
-    assert spend_query(fleet_budget(dailyUsd=5), "ns", "p", at(2026, 2, 3), "day").endswith("[1s]))")
+    # at midnight a range still has to be valid (non-empty)
+    assert spend_query(fleet_budget(dailyUsd=5), "ns", "p", now, now).endswith("[1s]))")
 
 
 def test_namespace_scope_counts_every_policy_of_the_namespace() -> None:
-    query = spend_query(fleet_budget(dailyUsd=5, scope="namespace"), "team-a", "chat", at(2026, 1, 1, 1), "day")
+    query = spend_query(fleet_budget(dailyUsd=5, scope="namespace"), "team-a", "chat", 0, 3600)
     assert 'namespace="team-a"}' in query
     assert "policy=" not in query
 
 
 def test_label_values_are_escaped() -> None:
-    query = spend_query(fleet_budget(dailyUsd=1), 'a"b', "c\\d", at(2026, 1, 1, 1), "day")
+    query = spend_query(fleet_budget(dailyUsd=1), 'a"b', "c\\d", 0, 3600)
     assert 'namespace="a\\"b",policy="c\\\\d"' in query
 
 
@@ -138,7 +136,7 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def test_no_answer_yet_enforces_nothing() -> None:
+async def test_no_answer_yet_is_no_decision() -> None:
     served = config(closed_port_url(), dailyUsd=0)
     async with aiohttp.ClientSession() as session:
         budget = FleetBudget(session, lambda: served)
@@ -148,17 +146,41 @@ async def test_no_answer_yet_enforces_nothing() -> None:
     assert not budget.exhausted(served.budget)
 
 
+async def test_the_month_is_earlier_days_asked_once_a_day_plus_today() -> None:
+    prometheus = PrometheusAnswers()
+    await prometheus.start()
+    served = config(prometheus.url, monthlyUsd=10)
+    clock = [at(2026, 5, 17, 6)]
+    async with aiohttp.ClientSession() as session:
+        budget = FleetBudget(session, lambda: served, clock=lambda: clock[0])
+        status = await budget.evaluate_once()
+        assert status.spend == Spend(None, 6.0, clock[0])  # $3 before today, $3 today
+        today, earlier = prometheus.queries
+        assert (today["time"], earlier["time"]) == (f"{clock[0]:.3f}", f"{at(2026, 5, 17):.3f}")
+        assert "[21600s]" in today["query"]
+        assert f"[{16 * 86400}s]" in earlier["query"]
+        clock[0] += 60
+        await budget.evaluate_once()
+        assert len(prometheus.queries) == 3  # earlier days kept: only today asked again
+        clock[0] = at(2026, 5, 18, 0, 0, 30)
+        await budget.evaluate_once()
+        assert len(prometheus.queries) == 5  # a new day: the days before it asked once more
+        clock[0] = at(2026, 6, 1, 0, 0, 30)
+        await budget.evaluate_once()
+        assert len(prometheus.queries) == 6  # the first of the month: no days before today
+        assert budget.status.spend == Spend(None, 3.0, clock[0])
+    await prometheus.stop()
+
+
 async def test_a_failed_evaluation_keeps_the_last_decision() -> None:
     prometheus = PrometheusAnswers()
     await prometheus.start()
-    served = config(prometheus.url, dailyUsd=5, monthlyUsd=2.5)
+    served = config(prometheus.url, dailyUsd=5, monthlyUsd=5.5)
     clock = at(2026, 5, 17, 6)
     async with aiohttp.ClientSession() as session:
         budget = FleetBudget(session, lambda: served, clock=lambda: clock)
         await budget.evaluate_once()
-        assert budget.exhausted(served.budget)  # $3 this month over a $2.50 cap
-        assert [query["time"] for query in prometheus.queries] == [f"{clock:.3f}"] * 2
-        assert "[21600s]" in prometheus.queries[0]["query"]
+        assert budget.exhausted(served.budget)  # $3 today + $3 before: $6 this month over a $5.50 cap
         prometheus.body = {"status": "error", "error": "overloaded"}
         status = await budget.evaluate_once()
         assert (status.up, status.last_error) == (False, "ValueError")

@@ -21,7 +21,7 @@ import aiohttp
 
 from hybridroute_operator.status import timestamp
 from hybridroute_router.config import BudgetConfig
-from hybridroute_router.fleetbudget import Spend, budget_state, query_spend
+from hybridroute_router.fleetbudget import EarlierDays, Spend, budget_state, query_spend
 
 STATES: Final = {"ok": "Ok", "soft": "Soft", "exhausted": "Exhausted"}
 UNKNOWN: Final = "Unknown"
@@ -36,11 +36,16 @@ class BudgetEvent:
     message: str
 
 
+_EARLIER_DAYS: dict[tuple[str, str], EarlierDays] = {}
+"""Per policy: the month's spend before today, asked once a day."""
+
+
 async def read_spend(budget: BudgetConfig, namespace: str, name: str) -> Spend | str:
     """The scope's spend now, or the error's type name when Prometheus could not answer."""
+    earlier_days = _EARLIER_DAYS.setdefault((namespace, name), EarlierDays())
     try:
         async with aiohttp.ClientSession() as session:
-            return await query_spend(session, budget, namespace, name, time.time())
+            return await query_spend(session, budget, namespace, name, time.time(), earlier_days)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return type(exc).__name__
 

@@ -147,9 +147,15 @@ class RouterApp:
         return self.fleet_budget.status.up, self.fleet_budget.status.spend
 
     def budget_exhausted(self, config: RouterConfig) -> bool:
-        """The budget decision for `config`: the fleet's (from Prometheus) or this router's own spend."""
-        if config.budget.fleet:
-            return self.fleet_budget is not None and self.fleet_budget.exhausted(config.budget)
+        """The budget decision for `config`: the fleet's (from Prometheus) or this router's own spend.
+
+        A fleet budget not yet known (Prometheus unreadable since this router started) falls back to
+        this router's own spend: a floor that holds at least the router's share, never a guess.
+        """
+        if config.budget.fleet and self.fleet_budget is not None:
+            state = self.fleet_budget.state(config.budget)
+            if state is not None:
+                return state == "exhausted"
         return self.executor.spend.exhausted(config.budget)
 
     @staticmethod

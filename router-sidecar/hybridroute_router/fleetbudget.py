@@ -6,16 +6,18 @@ or `namespace` asks Prometheus for the increase of that sum since the start of t
 month and compares it with the caps, so N replicas share one cap and a restarted router forgets nothing.
 No new datastore, and the answer is the same for every router that asks.
 
-Calendar windows: the range of `increase()` is the time elapsed since 00:00 UTC today (or since the first
-of the month), computed from the injected clock at each evaluation, so the day resets at midnight UTC and
-the month on the 1st, not 24 h or 30 days after some spend. `increase()` counts across counter resets (a
-restarted router starts again from zero). The router creates its cost series at zero when a config
-arrives (metrics.py), so a new replica's first spend is counted too.
+Calendar windows: the range of `increase()` is the time elapsed since 00:00 UTC today, computed from the
+injected clock at each evaluation, so the day resets at midnight UTC, not 24 h after some spend. The
+month is the days of the month before today, asked once a day (`increase()` over that range, evaluated
+at today's midnight) and kept, plus today: no evaluation reads more than a day of samples, where a
+month-long range would read thirty times as many on every evaluation of every router. `increase()`
+counts across counter resets (a restarted router starts again from zero). The router creates its cost
+series at zero when a config arrives (metrics.py), so a new replica's first spend is counted too.
 
 Each router decides from its own reads (see docs/budgets.md for why not the operator): the decision
 delay is one scrape interval plus one evaluation interval, and the overshoot is bounded by the fleet's
 spend rate over that delay. Unknown data (Prometheus down, an error, a timeout) keeps the last decision;
-before any answer the budget is not enforced (a router never refuses cloud on a guess).
+before any answer `state` is None and the app falls back to the router's own spend (budget.py).
 
 Everything but `query_spend` and `FleetBudget.run` is pure.
 """
@@ -51,9 +53,9 @@ def window_start(now: float, window: Window) -> float:
     return start.timestamp()
 
 
-def spend_query(budget: BudgetConfig, namespace: str, policy: str, now: float, window: Window) -> str:
-    """PromQL for the scope's spend since the window's start (at least one second of range)."""
-    seconds = max(1, math.floor(now - window_start(now, window)))
+def spend_query(budget: BudgetConfig, namespace: str, policy: str, start: float, end: float) -> str:
+    """PromQL for the scope's spend from `start` to `end` (evaluate it at `end`; at least 1 s of range)."""
+    seconds = max(1, math.floor(end - start))
     selector = f'namespace="{_label_value(namespace)}"'
     if budget.scope == "policy":
         selector += f',policy="{_label_value(policy)}"'
@@ -104,24 +106,53 @@ def budget_state(budget: BudgetConfig, spend: Spend) -> State:
     return "ok"
 
 
+class EarlierDays:
+    """The month's spend before today, per scope, asked once a day and kept (it no longer changes)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str, str, float], float] = {}
+
+    def get(self, key: tuple[str, str, str, float]) -> float | None:
+        return self._kept.get(key)
+
+    def keep(self, key: tuple[str, str, str, float], usd: float) -> None:
+        self._kept = {key: usd}  # one scope per evaluator: yesterday's entry goes
+
+
+async def _ask(session: aiohttp.ClientSession, prometheus: BudgetPrometheusConfig, query: str, at: float) -> float:
+    timeout = aiohttp.ClientTimeout(total=prometheus.timeout_seconds)
+    params = {"query": query, "time": f"{at:.3f}"}
+    async with session.get(f"{prometheus.url.rstrip('/')}/api/v1/query", params=params, timeout=timeout) as response:
+        return parse_spend(await response.json(content_type=None))
+
+
 async def query_spend(
-    session: aiohttp.ClientSession, budget: BudgetConfig, namespace: str, policy: str, now: float
+    session: aiohttp.ClientSession,
+    budget: BudgetConfig,
+    namespace: str,
+    policy: str,
+    now: float,
+    earlier_days: EarlierDays | None = None,
 ) -> Spend:
-    """Ask for each capped window's spend, bounded by the timeout; raises on any failure."""
+    """Today's spend, and the month's when it has a cap; bounded by the timeout, raises on any failure."""
     prometheus: BudgetPrometheusConfig | None = budget.prometheus
     if prometheus is None:
         raise ValueError("fleet budget without a Prometheus URL")
-    timeout = aiohttp.ClientTimeout(total=prometheus.timeout_seconds)
-    found: dict[Window, float | None] = {"day": None, "month": None}
-    windows: tuple[tuple[Window, float | None], ...] = (("day", budget.daily_usd), ("month", budget.monthly_usd))
-    for window, cap in windows:
-        if cap is None:
-            continue
-        params = {"query": spend_query(budget, namespace, policy, now, window), "time": f"{now:.3f}"}
-        url = f"{prometheus.url.rstrip('/')}/api/v1/query"
-        async with session.get(url, params=params, timeout=timeout) as response:
-            found[window] = parse_spend(await response.json(content_type=None))
-    return Spend(found["day"], found["month"], now)
+    today_start, month_start = window_start(now, "day"), window_start(now, "month")
+    today = await _ask(session, prometheus, spend_query(budget, namespace, policy, today_start, now), now)
+    if budget.monthly_usd is None:
+        return Spend(today, None, now)
+    before_today = 0.0
+    if today_start > month_start:
+        key = (budget.scope, namespace, policy, today_start)
+        kept = earlier_days.get(key) if earlier_days else None
+        if kept is None:
+            query = spend_query(budget, namespace, policy, month_start, today_start)
+            kept = await _ask(session, prometheus, query, today_start)
+            if earlier_days is not None:
+                earlier_days.keep(key, kept)
+        before_today = kept
+    return Spend(today if budget.daily_usd is not None else None, before_today + today, now)
 
 
 @dataclass
@@ -146,10 +177,11 @@ class FleetBudget:
         self._session = session
         self._current_config = current_config
         self._clock = clock
+        self._earlier_days = EarlierDays()
         self.status = FleetBudgetStatus()
 
     def state(self, budget: BudgetConfig) -> State | None:
-        """The decision from the last answered evaluation; None before any (not enforced)."""
+        """The decision from the last answered evaluation; None before any."""
         spend = self.status.spend
         return None if spend is None else budget_state(budget, spend)
 
@@ -162,7 +194,12 @@ class FleetBudget:
             return self.status
         try:
             self.status.spend = await query_spend(
-                self._session, config.budget, config.policy.namespace, config.policy.name, self._clock()
+                self._session,
+                config.budget,
+                config.policy.namespace,
+                config.policy.name,
+                self._clock(),
+                self._earlier_days,
             )
             self.status.up, self.status.last_error = True, None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
