@@ -40,11 +40,10 @@ PRICE_PER_M = 10.0  # USD per million tokens, both directions: 1,000 tokens cost
 COST = 2 * TOKENS * PRICE_PER_M / 1_000_000
 CAP_USD = 1.5
 SCRAPE_S = 1.0
-EVALUATION_S = 1.0
 SLACK_S = 1.0
 
 
-def budget_config(local: Any, cloud: Any, prometheus_url: str) -> RouterConfig:
+def budget_config(local: Any, cloud: Any, prometheus_url: str, evaluation_s: float) -> RouterConfig:
     return router_config(
         endpoint("local-a", local),
         endpoint("cloud-a", cloud, "cloud", pricing={"inputPerMTok": PRICE_PER_M, "outputPerMTok": PRICE_PER_M}),
@@ -54,7 +53,7 @@ def budget_config(local: Any, cloud: Any, prometheus_url: str) -> RouterConfig:
             "dailyUsd": CAP_USD,
             "action": "localOnly",
             "scope": "policy",
-            "prometheus": {"url": prometheus_url, "evaluationSeconds": EVALUATION_S, "timeoutSeconds": 2},
+            "prometheus": {"url": prometheus_url, "evaluationSeconds": evaluation_s, "timeoutSeconds": 2},
         },
     )
 
@@ -84,12 +83,13 @@ async def scraped(running: RunningRouter, name: str) -> list[tuple[dict[str, str
     ]
 
 
+@pytest.mark.parametrize("evaluation_s", [1.0, 4.0])
 async def test_several_routers_hold_one_cap_within_the_documented_overshoot(
-    prometheus: PrometheusServer, upstream_sim: Any, router: Any, background_loop: Any
+    prometheus: PrometheusServer, upstream_sim: Any, router: Any, evaluation_s: float
 ) -> None:
     local = upstream_sim("local", prompt_tokens=TOKENS, completion_tokens=TOKENS)
     cloud = upstream_sim("cloud", prompt_tokens=TOKENS, completion_tokens=TOKENS)
-    config = budget_config(local, cloud, prometheus.url)
+    config = budget_config(local, cloud, prometheus.url, evaluation_s)
     routers: list[RunningRouter] = [router(config) for _ in range(ROUTERS)]
     prometheus.set_targets([f"127.0.0.1:{running.metrics_port}" for running in routers])
     # every router's zero-valued cost series is scraped before any spend (nothing is lost to increase())
@@ -118,11 +118,11 @@ async def test_several_routers_hold_one_cap_within_the_documented_overshoot(
         crossed = over_cap.done
         fleet_rate = len(cloud_answers[: math.ceil(CAP_USD / COST)]) * COST / (crossed - started)
         overshoot = spent - CAP_USD
-        bound = fleet_rate * (SCRAPE_S + EVALUATION_S + SLACK_S)
+        bound = fleet_rate * (SCRAPE_S + evaluation_s + SLACK_S)
         delays = [round(moment - crossed, 2) for moment in decided]
         print(
             f"\nfleet budget: {ROUTERS} routers x {RATE_PER_ROUTER}/s, cap ${CAP_USD}, ${COST}/request, "
-            f"scrape {SCRAPE_S}s, evaluation {EVALUATION_S}s: fleet spend rate ${fleet_rate:.3f}/s, "
+            f"scrape {SCRAPE_S}s, evaluation {evaluation_s}s: fleet spend rate ${fleet_rate:.3f}/s, "
             f"spent ${spent:.2f}, overshoot ${overshoot:.3f} ({100 * overshoot / CAP_USD:.1f}% of cap), "
             f"bound ${bound:.3f}, decision delays after the crossing {delays} s"
         )
@@ -136,7 +136,7 @@ async def test_several_routers_hold_one_cap_within_the_documented_overshoot(
 
         # Prometheus goes away: every router keeps its decision and says so.
         prometheus.kill()
-        await asyncio.sleep(3 * EVALUATION_S + 2 * 2)  # a few failed evaluations (2 s query timeout each)
+        await asyncio.sleep(3 * evaluation_s + 2 * 2)  # a few failed evaluations (2 s query timeout each)
         for running in routers:
             assert running.app.budget_exhausted(config)
             up = await scraped(running, "hybridroute_budget_prometheus_up")
