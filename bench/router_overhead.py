@@ -461,7 +461,7 @@ def run(args: argparse.Namespace) -> None:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": facts,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "settings": vars(args),
+            "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
             "memory": memory,
             "litellm_error": litellm_error,
             "runs": rows,

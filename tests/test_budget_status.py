@@ -1,10 +1,10 @@
 """A fleet budget in RoutingPolicy status: router spend -> real Prometheus -> operator -> status, Events, kubectl.
 
 A real router (in-process) serves the policy's config in front of a priced cloud simulator; a real
-Prometheus scrapes it with the `namespace` target label a PodMonitor would add; the operator reads
-`spec.budget.prometheus.url` and must show Ok, then Soft (with a BudgetSoftLimit Event), then Exhausted
-(with a BudgetExhausted Event and the Budget column of `kubectl get rp`), and, with Prometheus gone,
-keep Exhausted marked stale.
+Prometheus scrapes it with the `namespace` target label a PodMonitor would add; the operator, given
+that Prometheus as its own setting (the policy's URL is for routers only), must show Ok, then Soft
+(with a BudgetSoftLimit Event), then Exhausted (with a BudgetExhausted Event and the Budget column of
+`kubectl get rp`), and, with Prometheus gone, keep Exhausted marked stale.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def test_budget_state_reaches_policy_status_events_and_kubectl(
         "prometheus": {"url": prometheus.url, "evaluationSeconds": 1, "timeoutSeconds": 1},
     }
     rules = [{"name": "cloud-first", "action": {"prefer": "cloud"}}]
+    # the policy's URL is for routers; the operator must ask only its own Prometheus, never this one
+    declared = {**budget, "prometheus": {**budget["prometheus"], "url": "http://prometheus.invalid:9090"}}
     kube.create(
-        POLICY_PLURAL, "team", {"endpoints": [{"name": "local"}, {"name": "cloud"}], "rules": rules, "budget": budget}
+        POLICY_PLURAL, "team", {"endpoints": [{"name": "local"}, {"name": "cloud"}], "rules": rules, "budget": declared}
     )
-    operator_factory()
+    operator_factory({"HYBRIDROUTE_PROMETHEUS_URL": prometheus.url})
 
     served = router(
         router_config(

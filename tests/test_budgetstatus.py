@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from hybridroute_operator.budgetstatus import budget_event, budget_status
+from hybridroute_operator.budgetstatus import budget_event, budget_status, read_spend
 from hybridroute_router.config import BudgetConfig
 from hybridroute_router.fleetbudget import Spend
 
@@ -81,3 +81,10 @@ def test_events_follow_state_changes_once() -> None:
     ok_event = budget_event(stale, next_day)
     assert ok_event is not None
     assert (ok_event.type, ok_event.reason) == ("Normal", "BudgetOk")
+
+
+async def test_the_operator_asks_only_its_own_prometheus() -> None:
+    # the policy names a Prometheus; without one of its own the operator asks nobody and says why
+    assert await read_spend(budget(), "ns", "p", None) == "the operator has no --prometheus-url"
+    reading = await read_spend(budget(), "ns", "p", "http://127.0.0.1:9")
+    assert reading == "ClientConnectorError"  # its own URL is the one asked (and unreachable here)

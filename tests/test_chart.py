@@ -376,3 +376,14 @@ def test_fleet_budget_alerts_can_be_turned_off(helm: Helm) -> None:
 
     assert {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} <= alerts(on)
     assert not {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} & alerts(off)
+
+
+def test_operator_prometheus_url_reaches_the_operator_only_when_set(helm: Helm) -> None:
+    url = "http://prometheus-operated.monitoring:9090"
+    docs = helm.template(set_values={"operator.prometheusURL": url})
+    env = {item["name"]: item.get("value") for item in operator_container(docs)["env"]}
+    assert env["HYBRIDROUTE_PROMETHEUS_URL"] == url
+    default_env = {item["name"] for item in operator_container(helm.template())["env"]}
+    assert "HYBRIDROUTE_PROMETHEUS_URL" not in default_env
+    with pytest.raises(AssertionError, match="prometheusURL"):
+        helm.template(set_values={"operator.prometheusURL": "prometheus:9090"})

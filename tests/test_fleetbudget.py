@@ -205,3 +205,16 @@ async def test_router_scope_asks_nothing() -> None:
     await prometheus.stop()
     assert prometheus.queries == []
     assert status.up is None
+
+
+async def test_the_decision_follows_both_the_spend_and_the_served_budget() -> None:
+    served = config(closed_port_url(), dailyUsd=10)
+    async with aiohttp.ClientSession() as session:
+        budget = FleetBudget(session, lambda: served)
+        budget.status.spend = Spend(5.0, None, 0.0)
+        tighter = fleet_budget(dailyUsd=4)
+        assert budget.state(served.budget) == "ok"
+        assert budget.state(tighter) == "exhausted"  # a config swap changes the answer at once
+        assert budget.state(served.budget) == "ok"
+        budget.status.spend = Spend(10.0, None, 1.0)
+        assert budget.state(served.budget) == "exhausted"  # so does a new reading

@@ -1,9 +1,10 @@
 """A RoutingPolicy's fleet budget in its status: the same spend query the routers ask, shown to people.
 
-Routers decide on their own reads (hybridroute_router.fleetbudget); the operator asks Prometheus the
-same question on each policy reconcile so that `kubectl get rp` shows Ok / Soft / Exhausted, and
-posts an Event when the state changes (the soft threshold's Event). When Prometheus cannot be read
-the last state and spend stay, marked `stale` with the reason: unknown data never changes a decision.
+Routers decide on their own reads (hybridroute_router.fleetbudget); the operator asks its own
+Prometheus (--prometheus-url, never a URL from the policy) the same question on each policy
+reconcile, so that `kubectl get rp` shows Ok / Soft / Exhausted, and posts an Event when the state
+changes (the soft threshold's Event). When Prometheus cannot be read the last state and spend stay,
+marked `stale` with the reason: unknown data never changes a decision.
 
 To keep status writes rare, spend is rounded to cents and `lastEvaluationTime` moves only with it:
 a policy spending nothing patches nothing. Everything but `read_spend` is pure.
@@ -40,12 +41,19 @@ _EARLIER_DAYS: dict[tuple[str, str], EarlierDays] = {}
 """Per policy: the month's spend before today, asked once a day."""
 
 
-async def read_spend(budget: BudgetConfig, namespace: str, name: str) -> Spend | str:
-    """The scope's spend now, or the error's type name when Prometheus could not answer."""
+async def read_spend(budget: BudgetConfig, namespace: str, name: str, prometheus_url: str | None) -> Spend | str:
+    """The scope's spend now from the operator's own Prometheus, or why it could not be read.
+
+    The policy's `prometheus.url` is for its routers; the operator asks only the Prometheus its
+    administrator configured (--prometheus-url), so a policy cannot make it send requests elsewhere.
+    """
+    if not prometheus_url or budget.prometheus is None:
+        return "the operator has no --prometheus-url"
+    own = budget.model_copy(update={"prometheus": budget.prometheus.model_copy(update={"url": prometheus_url})})
     earlier_days = _EARLIER_DAYS.setdefault((namespace, name), EarlierDays())
     try:
         async with aiohttp.ClientSession() as session:
-            return await query_spend(session, budget, namespace, name, time.time(), earlier_days)
+            return await query_spend(session, own, namespace, name, time.time(), earlier_days)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return type(exc).__name__
 

@@ -179,11 +179,21 @@ class FleetBudget:
         self._clock = clock
         self._earlier_days = EarlierDays()
         self.status = FleetBudgetStatus()
+        self._decided: tuple[BudgetConfig, Spend, State] | None = None
+        """The last decision and what it was made from: the hot path asks per request, spend changes per
+        evaluation, so two identity checks usually answer."""
 
     def state(self, budget: BudgetConfig) -> State | None:
         """The decision from the last answered evaluation; None before any."""
         spend = self.status.spend
-        return None if spend is None else budget_state(budget, spend)
+        if spend is None:
+            return None
+        decided = self._decided
+        if decided is not None and decided[0] is budget and decided[1] is spend:
+            return decided[2]
+        state = budget_state(budget, spend)
+        self._decided = (budget, spend, state)
+        return state
 
     def exhausted(self, budget: BudgetConfig) -> bool:
         return self.state(budget) == "exhausted"

@@ -121,7 +121,7 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         failure = (Reason.INVALID_SPEC, f"spec rejected: validation failed ({type(exc).__name__})")
     else:
         if spec.budget.fleet:
-            reading = await budgetstatus.read_spend(spec.budget, namespace, name)
+            reading = await budgetstatus.read_spend(spec.budget, namespace, name, state.tuning.prometheus_url)
             previous_budget = current.get("budget")
             budget = budgetstatus.budget_status(
                 spec.budget, namespace, name, reading, previous_budget, datetime.now(UTC)
