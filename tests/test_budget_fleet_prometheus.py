@@ -13,6 +13,9 @@ and asserts the documented bound (docs/budgets.md): overshoot <= fleet spend rat
 after every router decided (traffic keeps flowing, served locally); Prometheus killed -> every router
 keeps its decision and says so in `hybridroute_budget_prometheus_up`; a router started afterwards
 (a restart) reads the same spend and routes local from its first evaluation on.
+
+A team budget (scope namespace): two policies of one namespace reach one cap together, neither
+alone; a same-named policy in another namespace, spending as fast, is not counted and keeps the cloud.
 """
 
 from __future__ import annotations
@@ -156,3 +159,60 @@ async def test_several_routers_hold_one_cap_within_the_documented_overshoot(
         answer = await send(session, newcomer.url)
         assert (answer.status, answer.endpoint) == (200, "local-a")
     assert len(cloud.requests) == len(cloud_answers)
+
+
+async def test_a_namespace_budget_is_shared_by_the_teams_policies_and_no_one_elses(
+    prometheus: PrometheusServer, upstream_sim: Any, router: Any
+) -> None:
+    local = upstream_sim("local", prompt_tokens=TOKENS, completion_tokens=TOKENS)
+    cloud = upstream_sim("cloud", prompt_tokens=TOKENS, completion_tokens=TOKENS)
+    team_budget = {
+        "dailyUsd": 0.5,
+        "scope": "namespace",
+        "prometheus": {"url": prometheus.url, "evaluationSeconds": 1, "timeoutSeconds": 2},
+    }
+
+    def serving(namespace: str, policy: str) -> RouterConfig:
+        return router_config(
+            endpoint("local-a", local),
+            endpoint("cloud-a", cloud, "cloud", pricing={"inputPerMTok": PRICE_PER_M, "outputPerMTok": PRICE_PER_M}),
+            policy={"name": policy, "namespace": namespace},
+            rules=[{"name": "cloud-first", "action": {"prefer": "cloud"}}],
+            budget=team_budget,
+        )
+
+    chat, search = serving("team-a", "chat"), serving("team-a", "search")
+    other = serving("team-b", "chat")  # same policy name, another team: its spend is not team-a's
+    routers: list[RunningRouter] = [router(chat), router(search), router(other)]
+    prometheus.set_targets([f"127.0.0.1:{running.metrics_port}" for running in routers])
+    deadline = time.monotonic() + 30
+    while len(await asyncio.to_thread(prometheus.query, "hybridroute_cost_usd_total")) < len(routers):
+        assert time.monotonic() < deadline, "Prometheus never scraped every router's cost series"
+        await asyncio.sleep(0.2)
+
+    async with aiohttp.ClientSession() as session:
+        loads = [PacedLoad(session, running.url, RATE_PER_ROUTER) for running in routers]
+        try:
+            await exhausted_at(routers[:1], chat, deadline_s=60)
+            await exhausted_at(routers[1:2], search, deadline_s=10)
+        finally:
+            for load in loads:
+                await load.stop()
+        spent = [sum(COST for o in load.outcomes if o.endpoint == "cloud-a") for load in loads[:2]]
+        team_b_spent = sum(COST for o in loads[2].outcomes if o.endpoint == "cloud-a")
+        # each policy alone spent less than the cap: only together did they reach it
+        assert all(share < team_budget["dailyUsd"] for share in spent), spent
+        assert sum(spent) >= team_budget["dailyUsd"]
+        print(
+            f"\nnamespace budget: team-a's two policies spent ${spent[0]:.2f} + ${spent[1]:.2f} against one $0.50 cap"
+        )
+
+        # team-b spent as fast, but under its own cap: with team-a's spend counted it would be over
+        assert team_b_spent < team_budget["dailyUsd"] < team_b_spent + sum(spent)
+        await asyncio.sleep(3)  # team-b's router has read the final spend
+        assert not routers[2].app.budget_exhausted(other)
+        answer = await send(session, routers[2].url)
+        assert (answer.status, answer.endpoint) == (200, "cloud-a")
+        for running in routers[:2]:
+            answer = await send(session, running.url)
+            assert (answer.status, answer.endpoint) == (200, "local-a")
