@@ -16,6 +16,9 @@ keeps its decision and says so in `hybridroute_budget_prometheus_up`; a router s
 
 A team budget (scope namespace): two policies of one namespace reach one cap together, neither
 alone; a same-named policy in another namespace, spending as fast, is not counted and keeps the cloud.
+
+Action reject on a fleet decision: the `openai` SDK gets one 429 (`budget_exhausted`, not retried)
+and a private request is still served locally.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -216,3 +220,40 @@ async def test_a_namespace_budget_is_shared_by_the_teams_policies_and_no_one_els
         for running in routers[:2]:
             answer = await send(session, running.url)
             assert (answer.status, answer.endpoint) == (200, "local-a")
+
+
+async def test_reject_on_a_fleet_decision_answers_429_and_keeps_private_traffic_local(
+    prometheus: PrometheusServer, upstream_sim: Any, router: Any
+) -> None:
+    local = upstream_sim("local", prompt_tokens=TOKENS, completion_tokens=TOKENS)
+    cloud = upstream_sim("cloud", prompt_tokens=TOKENS, completion_tokens=TOKENS)
+    config = budget_config(local, cloud, prometheus.url, 1.0)
+    config = config.model_copy(
+        update={"budget": config.budget.model_copy(update={"daily_usd": 0.05, "action": "reject"})}
+    )
+    running: RunningRouter = router(config)
+    prometheus.set_targets([f"127.0.0.1:{running.metrics_port}"])
+    client = openai.AsyncOpenAI(base_url=running.base_url, api_key="client-key", max_retries=3)
+    try:
+        deadline = time.monotonic() + 60
+        while not running.app.budget_exhausted(config):
+            assert time.monotonic() < deadline, "the fleet budget never read exhausted"
+            await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            await asyncio.sleep(0.2)
+        assert running.app.fleet_budget is not None
+        assert running.app.fleet_budget.status.up is True  # decided from Prometheus, not the fallback
+        sent = len(cloud.requests)
+
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.code == "budget_exhausted"
+        assert "policy fleet-budget" in refused.value.message
+        private = await client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-hybridroute-privacy": "restricted"},
+        )
+        assert private.headers["x-hybridroute-endpoint"] == "local-a"
+        assert len(cloud.requests) == sent  # one 429, not retried; the private request stayed local
+    finally:
+        await client.close()
