@@ -44,7 +44,7 @@ def test_reject_answers_429_in_openai_shape_and_the_sdk_does_not_retry(
     assert error.code == "budget_exhausted"
     assert error.type == "insufficient_quota"
     assert "reject" in error.message
-    assert "daily $0" in error.message
+    assert "its daily cap $0 ($0.00 spent)" in error.message
     assert error.response.headers["x-should-retry"] == "false"
     assert cloud.requests == []
     assert local.requests == []  # reject means refused, not quietly degraded

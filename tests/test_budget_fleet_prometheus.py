@@ -247,7 +247,7 @@ async def test_reject_on_a_fleet_decision_answers_429_and_keeps_private_traffic_
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
         assert refused.value.code == "budget_exhausted"
-        assert "policy fleet-budget" in refused.value.message
+        assert "policy fleet-budget reached its daily cap $0.05 ($" in refused.value.message
         private = await client.chat.completions.with_raw_response.create(
             model="auto",
             messages=[{"role": "user", "content": "hi"}],

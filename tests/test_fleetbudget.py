@@ -11,7 +11,15 @@ import pytest
 from aiohttp import web
 
 from hybridroute_router.config import BudgetConfig, RouterConfig, parse_config
-from hybridroute_router.fleetbudget import FleetBudget, Spend, budget_state, parse_spend, spend_query, window_start
+from hybridroute_router.fleetbudget import (
+    FleetBudget,
+    Spend,
+    budget_state,
+    parse_spend,
+    reached_caps,
+    spend_query,
+    window_start,
+)
 
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
@@ -218,3 +226,13 @@ async def test_the_decision_follows_both_the_spend_and_the_served_budget() -> No
         assert budget.state(served.budget) == "ok"
         budget.status.spend = Spend(10.0, None, 1.0)
         assert budget.state(served.budget) == "exhausted"  # so does a new reading
+
+
+def test_reached_caps_names_each_cap_hit_with_its_spend() -> None:
+    both = fleet_budget(dailyUsd=10, monthlyUsd=100)
+    assert reached_caps(both, Spend(10.004, 120.0, 0)) == [
+        "its daily cap $10 ($10.00 spent)",
+        "its monthly cap $100 ($120.00 spent)",
+    ]
+    assert reached_caps(both, Spend(9.0, 120.0, 0)) == ["its monthly cap $100 ($120.00 spent)"]
+    assert reached_caps(both, Spend(None, None, 0)) == []

@@ -50,7 +50,7 @@ from .errors import (
     error_body,
 )
 from .executor import Executor, RoutedRequest, Served
-from .fleetbudget import FleetBudget, Spend
+from .fleetbudget import FleetBudget, Spend, reached_caps
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
 from .metrics import RouterMetrics
@@ -145,6 +145,13 @@ class RouterApp:
         if self.fleet_budget is None:
             return None, None
         return self.fleet_budget.status.up, self.fleet_budget.status.spend
+
+    def budget_spend(self, config: RouterConfig) -> Spend:
+        """The spend `budget_exhausted` judges: the fleet's last reading, else this router's own."""
+        if config.budget.fleet and self.fleet_budget is not None and self.fleet_budget.status.spend is not None:
+            return self.fleet_budget.status.spend
+        tracker = self.executor.spend
+        return Spend(tracker.spent_today(), tracker.spent_month(), time.time())
 
     def budget_exhausted(self, config: RouterConfig) -> bool:
         """The budget decision for `config`: the fleet's (from Prometheus) or this router's own spend.
@@ -297,7 +304,7 @@ class RouterApp:
                     self.metrics.observe_capacity_skip(policy, rejection.endpoint)
             if not decision.candidates:
                 if decision.reason == "budget":
-                    raise BudgetExhausted(_budget_message(config, decision.error))
+                    raise BudgetExhausted(_budget_message(config, decision.error, self.budget_spend(config)))
                 refusal = PrivateRequestRefused if decision.private else NoEligibleEndpoint
                 raise refusal(decision.error or "no eligible endpoint")
         except RouterError as exc:
@@ -454,22 +461,17 @@ def explanation(profile: RequestProfile, decision: Decision, config: RouterConfi
     }
 
 
-def _budget_message(config: RouterConfig, error: str | None) -> str:
-    """The 429's reason: which caps, over whose spend (no amounts from other tenants' traffic)."""
-    budget = config.budget
-    caps = [
-        f"{window} ${cap:g}"
-        for window, cap in (("daily", budget.daily_usd), ("monthly", budget.monthly_usd))
-        if cap is not None
-    ]
+def _budget_message(config: RouterConfig, error: str | None, spend: Spend) -> str:
+    """The 429's reason: whose spend reached which cap (the policy's or team's own spend only)."""
     scope = {
         "router": "this router",
         "policy": f"policy {config.policy.name}",
         "namespace": f"namespace {config.policy.namespace}",
     }
+    reached = "; ".join(reached_caps(config.budget, spend)) or "a cap"
     return (
-        f"{error or 'cloud spend budget exhausted'}: the spend of {scope[budget.scope]} reached a cap "
-        f"({', '.join(caps)}, UTC calendar windows); local endpoints still serve what they can take"
+        f"{error or 'cloud spend budget exhausted'}: the spend of {scope[config.budget.scope]} reached {reached} "
+        "(UTC calendar windows); local endpoints still serve what they can take"
     )
 
 

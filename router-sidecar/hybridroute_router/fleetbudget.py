@@ -126,6 +126,16 @@ async def _ask(session: aiohttp.ClientSession, prometheus: BudgetPrometheusConfi
         return parse_spend(await response.json(content_type=None))
 
 
+def reached_caps(budget: BudgetConfig, spend: Spend) -> list[str]:
+    """Each cap the spend has reached, in words for an error message (`daily cap $40 ($40.12 spent)`)."""
+    pairs = (("daily", budget.daily_usd, spend.today_usd), ("monthly", budget.monthly_usd, spend.month_usd))
+    return [
+        f"its {window} cap ${cap:g} (${spent:.2f} spent)"
+        for window, cap, spent in pairs
+        if cap is not None and spent is not None and spent >= cap
+    ]
+
+
 async def query_spend(
     session: aiohttp.ClientSession,
     budget: BudgetConfig,
