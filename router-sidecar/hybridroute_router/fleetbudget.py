@@ -11,8 +11,10 @@ injected clock at each evaluation, so the day resets at midnight UTC, not 24 h a
 month is the days of the month before today, asked once a day (`increase()` over that range, evaluated
 at today's midnight) and kept, plus today: no evaluation reads more than a day of samples, where a
 month-long range would read thirty times as many on every evaluation of every router. `increase()`
-counts across counter resets (a restarted router starts again from zero). The router creates its cost
-series at zero when a config arrives (metrics.py), so a new replica's first spend is counted too.
+counts across counter resets (a restarted router starts again from zero) but never a series' first
+sample: the router creates its cost series at zero when a config arrives (metrics.py), and the query
+adds the first value of series born inside the range, for a router that spent before Prometheus first
+scraped it.
 
 Each router decides from its own reads (see docs/budgets.md for why not the operator): the decision
 delay is one scrape interval plus one evaluation interval, and the overshoot is bounded by the fleet's
@@ -59,7 +61,12 @@ def spend_query(budget: BudgetConfig, namespace: str, policy: str, start: float,
     selector = f'namespace="{_label_value(namespace)}"'
     if budget.scope == "policy":
         selector += f',policy="{_label_value(policy)}"'
-    return f"sum(increase({COST_METRIC}{{{selector}}}[{seconds}s]))"
+    series, window = f"{COST_METRIC}{{{selector}}}", f"[{seconds}s]"
+    # increase() never counts a series' first sample; a router whose first scrape already carries spend
+    # (Prometheus found the pod after its first requests) adds that first value: the series' minimum
+    # in the range, for series that did not exist at its start.
+    born_in_window = f"min_over_time({series}{window}) unless {series} offset {seconds}s"
+    return f"(sum(increase({series}{window})) or vector(0)) + (sum({born_in_window}) or vector(0))"
 
 
 def _label_value(value: str) -> str:
