@@ -26,6 +26,12 @@ Noise: on a small shared machine, the targets, the simulator and the load genera
 same cores, and other jobs come and go. `--rounds N` measures every target N times, interleaved, and
 keeps each target's median round (by req/s); compare targets within one run, not across runs.
 
+Before/after in one run: `--baseline-src DIR` also starts a router from another source tree (for
+example `git archive main | tar -x -C DIR`) as target `baseline`, with the same plain config; compare
+`router` with `baseline` row by row. `--fleet-budget` gives this tree's router a fleet budget (scope
+policy, evaluated every second against a Prometheus this script starts, scraping the router), so
+the hot path pays for the budget decision on every request.
+
 Results: a markdown table on stdout and the full JSON under bench/results/ (git-ignored).
 """
 
@@ -192,6 +198,41 @@ def start_baseline(ref: str, router_cmd: list[str], workdir: Path) -> tuple[subp
     if not where.startswith(str(source)):
         raise RuntimeError(f"baseline imports {where}, not the archived {ref}")
     return process, port
+
+
+def start_router(
+    config: Path, port: int, metrics_port: int, args: argparse.Namespace, log: Path, source: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The router CLI on `config`; from another source tree's router-sidecar/ when `source` is given."""
+    command = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config)]
+    command += ["--port", str(port), "--metrics-port", str(metrics_port), "--log-level", args.router_log_level]
+    env = None
+    if source is not None:
+        env = {**os.environ, "PYTHONPATH": str(source.resolve() / "router-sidecar"), "PYTHONSAFEPATH": "1"}
+    return start(command, log, env)
+
+
+def fleet_budget(prometheus_url: str) -> dict[str, Any]:
+    """A fleet budget that never trips (the bench measures its cost, not its effect)."""
+    return {"dailyUsd": 1e9, "scope": "policy", "prometheus": {"url": prometheus_url, "evaluationSeconds": 1}}
+
+
+def start_prometheus(workdir: Path, metrics_port: int, processes: list[subprocess.Popen[bytes]]) -> str:
+    """Debian's prometheus scraping the router every second; its base URL once ready."""
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    command = ["prometheus", f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}"]
+    command += [f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    log = workdir / "prometheus.log"
+    process = start(command, log)
+    processes.append(process)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/-/ready", process, log)
+    return url
 
 
 def litellm_binary() -> Path:
@@ -408,10 +449,18 @@ def run(args: argparse.Namespace) -> None:
         config_path.write_text(yaml.safe_dump(config))
         router_port = free_port()
         router_log = workdir / "router.log"
+        metrics_port = free_port()
+        baseline_config_path = config_path
+        if args.fleet_budget:
+            prometheus_url = start_prometheus(workdir, metrics_port, processes)
+            budget_config = {**config, "budget": fleet_budget(prometheus_url)}
+            config_path = workdir / "router-budget.yaml"
+            config_path.write_text(yaml.safe_dump(budget_config))
         router_cmd = [sys.executable, "-m", "hybridroute_router.cli", "--config", str(config_path)]
-        router_cmd += ["--port", str(router_port), "--metrics-port", str(free_port())]
+        router_cmd += ["--port", str(router_port), "--metrics-port", str(metrics_port)]
         router_cmd += ["--log-level", args.router_log_level]
         baseline_cmd = [*router_cmd]
+        baseline_cmd[baseline_cmd.index("--config") + 1] = str(baseline_config_path)
         if args.audit:
             router_cmd += ["--audit-file", str(workdir / "audit" / "audit.jsonl")]
         router = start(router_cmd, router_log)
@@ -426,6 +475,14 @@ def run(args: argparse.Namespace) -> None:
             baseline, baseline_port = start_baseline(args.baseline_ref, baseline_cmd, workdir)
             processes.append(baseline)
             targets.insert(1, Target("baseline", f"http://127.0.0.1:{baseline_port}/v1/chat/completions", baseline.pid))
+        if args.baseline_src:
+            baseline_port, baseline_log = free_port(), workdir / "router-baseline.log"
+            baseline = start_router(
+                baseline_config_path, baseline_port, free_port(), args, baseline_log, args.baseline_src
+            )
+            processes.append(baseline)
+            wait_http(f"http://127.0.0.1:{baseline_port}/readyz", baseline, baseline_log)
+            targets.append(Target("baseline", f"http://127.0.0.1:{baseline_port}/v1/chat/completions", baseline.pid))
         litellm_error = None
         if args.litellm:
             try:
@@ -458,7 +515,7 @@ def run(args: argparse.Namespace) -> None:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": facts,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "settings": vars(args),
+            "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
             "memory": memory,
             "litellm_error": litellm_error,
             "runs": rows,
@@ -487,7 +544,12 @@ def main() -> None:
     parser.add_argument("--router-log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy (own venv)")
     parser.add_argument("--audit", action="store_true", help="run the router with its audit trail on")
-    parser.add_argument("--baseline-ref", help="also measure the router at this git ref (e.g. main), as `baseline`")
+    baseline = parser.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline-ref", help="also measure the router at this git ref (e.g. main), as `baseline`")
+    baseline.add_argument(
+        "--baseline-src", type=Path, help="also measure a router from this source tree, as `baseline`"
+    )
+    parser.add_argument("--fleet-budget", action="store_true", help="give the router a fleet budget (Prometheus)")
     run(parser.parse_args())
 
 

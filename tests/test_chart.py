@@ -399,6 +399,8 @@ def test_alerts_and_dashboard_query_metrics_the_router_exports(helm: Helm) -> No
         "HybridroutePrivacyBlocksSpike",
         "HybridrouteAuditRecordsLost",
         "HybridrouteBudgetReached",
+        "HybridrouteFleetBudgetExhausted",
+        "HybridrouteFleetBudgetSoftLimit",
     }
     queries = [rule["expr"] for rule in rules]
     queries += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
@@ -412,3 +414,27 @@ def test_budget_alert_only_with_a_budget(helm: Helm) -> None:
 
     alerts = {rule["alert"] for rule in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
     assert "HybridrouteBudgetReached" not in alerts
+
+
+def test_fleet_budget_alerts_can_be_turned_off(helm: Helm) -> None:
+    on = helm.template(set_values={"metrics.prometheusRule.enabled": "true"})
+    off = helm.template(
+        set_values={"metrics.prometheusRule.enabled": "true", "metrics.prometheusRule.fleetBudgetAlerts": "false"}
+    )
+
+    def alerts(docs: Any) -> set[str]:
+        return {rule["alert"] for rule in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+
+    assert {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} <= alerts(on)
+    assert not {"HybridrouteFleetBudgetExhausted", "HybridrouteFleetBudgetSoftLimit"} & alerts(off)
+
+
+def test_operator_prometheus_url_reaches_the_operator_only_when_set(helm: Helm) -> None:
+    url = "http://prometheus-operated.monitoring:9090"
+    docs = helm.template(set_values={"operator.prometheusURL": url})
+    env = {item["name"]: item.get("value") for item in operator_container(docs)["env"]}
+    assert env["HYBRIDROUTE_PROMETHEUS_URL"] == url
+    default_env = {item["name"] for item in operator_container(helm.template())["env"]}
+    assert "HYBRIDROUTE_PROMETHEUS_URL" not in default_env
+    with pytest.raises(AssertionError, match="prometheusURL"):
+        helm.template(set_values={"operator.prometheusURL": "prometheus:9090"})

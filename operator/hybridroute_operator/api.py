@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from hybridroute_router.config import (
     DNS_LABEL,
+    BudgetConfig,
     Capabilities,
     CircuitBreakerConfig,
     Model,
@@ -520,6 +521,24 @@ class ResolvedEndpoint(StatusModel):
     """Why it is unavailable (missing, not ready, ...)."""
 
 
+class BudgetStatus(StatusModel):
+    """The fleet budget as the operator last read it from Prometheus (routers decide on their own reads)."""
+
+    state: Literal["Ok", "Soft", "Exhausted", "Unknown"]
+    """Exhausted: a cap is reached (the action applies); Soft: softPercent of a cap is spent; Unknown:
+    Prometheus has not answered yet."""
+    spent_today_usd: float | None = None
+    """Spend since 00:00 UTC today in the budget's scope."""
+    spent_this_month_usd: float | None = None
+    """Spend since 00:00 UTC on the first of this month in the budget's scope."""
+    stale: bool = False
+    """True while Prometheus cannot be read: state and spend are the last values read, kept."""
+    message: str = ""
+    """What the state means for routing, or why it is stale."""
+    last_evaluation_time: datetime | None = None
+    """When Prometheus last answered the spend query."""
+
+
 class RoutingPolicyStatus(StatusModel):
     """Observed state of a RoutingPolicy, written by the operator only."""
 
@@ -535,6 +554,8 @@ class RoutingPolicyStatus(StatusModel):
         list[ResolvedEndpoint], Field(default_factory=list, json_schema_extra=keyed_list("name"))
     ]
     """Each endpoint the policy references or selects, and whether routers may use it."""
+    budget: BudgetStatus | None = None
+    """Fleet budget state (scope policy or namespace only)."""
 
 
 class RoutingPolicy(Model):
@@ -665,6 +686,24 @@ CROSS_FIELD_RULES: Final[dict[type[BaseModel], tuple[CrossFieldRule, ...]]] = {
             message="minComplexity must not exceed maxComplexity",
             holds=lambda match: _in_order(match.min_complexity, match.max_complexity),
             field_path=".minComplexity",
+        ),
+    ),
+    BudgetConfig: (
+        CrossFieldRule(
+            cel="!has(self.scope) || self.scope == 'router' || has(self.prometheus)",
+            message="scope policy and namespace count the fleet's spend in Prometheus: set prometheus.url",
+            holds=lambda budget: not budget.fleet or budget.prometheus is not None,
+            field_path=".prometheus",
+            reason="FieldValueRequired",
+        ),
+        CrossFieldRule(
+            cel="!has(self.softPercent) || has(self.dailyUsd) || has(self.monthlyUsd)",
+            message="softPercent needs a cap to be a share of: set dailyUsd or monthlyUsd",
+            holds=lambda budget: (
+                budget.soft_percent is None or budget.daily_usd is not None or budget.monthly_usd is not None
+            ),
+            field_path=".softPercent",
+            reason="FieldValueRequired",
         ),
     ),
     CircuitBreakerConfig: (

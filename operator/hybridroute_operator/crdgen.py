@@ -122,6 +122,19 @@ KINDS: Final = (
             _condition_column("Ready", api.ConditionType.READY, "A compiled config is published"),
             _condition_column("Resolved", api.ConditionType.RESOLVED_REFS, "Every endpoint exists and is ready"),
             {"name": "ConfigMap", "type": "string", "description": "Compiled config", "jsonPath": ".status.configMap"},
+            {
+                "name": "Budget",
+                "type": "string",
+                "description": "Fleet budget state (Ok, Soft, Exhausted, Unknown)",
+                "jsonPath": ".status.budget.state",
+            },
+            {
+                "name": "Spent-Month",
+                "type": "number",
+                "description": "Fleet spend this UTC month (USD)",
+                "jsonPath": ".status.budget.spentThisMonthUsd",
+                "priority": 1,
+            },
             # sha256 hashes are 71 characters: shown with -o wide only.
             {
                 "name": "Hash",

@@ -14,7 +14,8 @@ Endpoints (the API listener, loopback only: it spends the pod's cloud keys):
 pod IP for Prometheus and the kubelet.
 
 Lifespan: starts the upstream transport, every config source (file poll, ConfigMap watch), the
-Prometheus p95 evaluator and the saturation feed as tasks; stops them on shutdown.
+Prometheus p95 evaluator, the saturation feed and the fleet budget evaluator as tasks; stops them on
+shutdown.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .clientchecks import check_decision_fits, check_output_tokens, check_respon
 from .config import RouterConfig
 from .errors import (
     BadRequest,
+    BudgetExhausted,
     MethodNotAllowed,
     ModelNotFound,
     NoEligibleEndpoint,
@@ -50,6 +52,7 @@ from .errors import (
     error_body,
 )
 from .executor import Executor, RoutedRequest, Served
+from .fleetbudget import FleetBudget, Spend, reached_caps
 from .genai import GenAIMetrics
 from .limiter import ConcurrencyLimiter
 from .loader import ConfigHolder
@@ -114,16 +117,19 @@ class RouterApp:
         self.p95: P95Evaluator | None = None
         self.saturation: SaturationFeed | None = None
         self.admission = LocalAdmission(clock, self.executor.limiter.in_flight)
+        self.fleet_budget: FleetBudget | None = None
         holder.on_refused(lambda source, _reason: self.metrics.config_refused(source))
         self.executor.breakers.on_transition(self._log_transition)
         holder.on_swap(self._on_config)
         self.metrics.follow_breakers(self._breaker_states)
         self.metrics.follow_p95(self._p95_status)
         self.metrics.follow_in_flight(self._in_flight)
+        self.metrics.follow_budget(self._budget_status, self._budget_spend)
 
     def _on_config(self, config: RouterConfig) -> None:
         self.executor.configure(config)
         self.metrics.set_config(config.policy.name, config.config_hash, config.policy.namespace)
+        self.metrics.start_cost_series(config)
 
     def _breaker_states(self) -> tuple[str, dict[str, str]]:
         config = self.holder.current
@@ -143,6 +149,37 @@ class RouterApp:
         if config is None or self.p95 is None:
             return "", None
         return config.policy.name, self.p95.status
+
+    def _budget_status(self) -> tuple[RouterConfig | None, str | None]:
+        """The served config and its budget state (None while unknown) for the budget gauges."""
+        config = self.holder.current
+        if config is None or not config.budget.fleet or self.fleet_budget is None:
+            return None, None
+        return config, self.fleet_budget.state(config.budget)
+
+    def _budget_spend(self) -> tuple[bool | None, Spend | None]:
+        if self.fleet_budget is None:
+            return None, None
+        return self.fleet_budget.status.up, self.fleet_budget.status.spend
+
+    def budget_spend(self, config: RouterConfig) -> Spend:
+        """The spend `budget_exhausted` judges: the fleet's last reading, else this router's own."""
+        if config.budget.fleet and self.fleet_budget is not None and self.fleet_budget.status.spend is not None:
+            return self.fleet_budget.status.spend
+        tracker = self.executor.spend
+        return Spend(tracker.spent_today(), tracker.spent_month(), time.time())
+
+    def budget_exhausted(self, config: RouterConfig) -> bool:
+        """The budget decision for `config`: the fleet's (from Prometheus) or this router's own spend.
+
+        A fleet budget not yet known (Prometheus unreadable since this router started) falls back to
+        this router's own spend: a floor that holds at least the router's share, never a guess.
+        """
+        if config.budget.fleet and self.fleet_budget is not None:
+            state = self.fleet_budget.state(config.budget)
+            if state is not None:
+                return state == "exhausted"
+        return self.executor.spend.exhausted(config.budget)
 
     @staticmethod
     def _log_transition(endpoint: str, old: str, new: str, reason: str) -> None:
@@ -182,9 +219,11 @@ class RouterApp:
         self.saturation = SaturationFeed(
             self._p95_session, lambda: self.holder.current, self.executor.clock, self.admission.update
         )
+        self.fleet_budget = FleetBudget(self._p95_session, lambda: self.holder.current)
         loops = [(type(source).__name__, source.run) for source in self._sources] + [
             ("P95Evaluator", self.p95.run),
             ("SaturationFeed", self.saturation.run),
+            ("FleetBudget", self.fleet_budget.run),
         ]
         self._tasks = [asyncio.create_task(run(), name=name) for name, run in loops]
         for task in self._tasks:
@@ -251,7 +290,7 @@ class RouterApp:
             else:
                 raise NotFound(f"no route for {method} {path}")
         except RouterError as exc:
-            await respond(send, exc.status, exc.body())
+            await respond(send, exc.status, exc.body(), exc.headers())
 
     def readiness(self, config: RouterConfig | None) -> bytes:
         """/readyz's answer; NotReady without a config, or when a background loop stopped.
@@ -288,6 +327,8 @@ class RouterApp:
                 elif rejection.filter == "saturation":
                     self.metrics.observe_spill(policy, rejection.endpoint, rejection.detail.split(":", 1)[0])
             if not decision.candidates:
+                if decision.reason == "budget":
+                    raise BudgetExhausted(_budget_message(config, decision.error, self.budget_spend(config)))
                 refusal = PrivateRequestRefused if decision.private else NoEligibleEndpoint
                 raise refusal(decision.error or "no eligible endpoint")
             if decision.private:
@@ -366,8 +407,7 @@ class RouterApp:
                 last_failure_at=breaker.last_failure_at,
                 spill=None if spill is None else f"{spill.kind}: {spill.detail}",
             )
-        exhausted = executor.spend.exhausted(config.budget)
-        return decide(profile, config, states, budget_exhausted=exhausted, roll=self._roll())
+        return decide(profile, config, states, budget_exhausted=self.budget_exhausted(config), roll=self._roll())
 
     async def _explain(self, scope: Scope, receive: Receive) -> bytes:
         """The decision for a request body, without sending it: no prompt text in the answer."""
@@ -381,7 +421,7 @@ class RouterApp:
         profile = _checked_profile(kind, body, client_headers, config)
         decision = self._decide(profile, config, breakers)
         check_decision_fits(profile, decision)
-        return orjson.dumps(explanation(profile, decision, config, self.executor.spend.exhausted(config.budget)))
+        return orjson.dumps(explanation(profile, decision, config, self.budget_exhausted(config)))
 
 
 def _json_body(raw: bytes) -> Any:
@@ -482,6 +522,20 @@ def explanation(profile: RequestProfile, decision: Decision, config: RouterConfi
     }
 
 
+def _budget_message(config: RouterConfig, error: str | None, spend: Spend) -> str:
+    """The 429's reason: whose spend reached which cap (the policy's or team's own spend only)."""
+    scope = {
+        "router": "this router",
+        "policy": f"policy {config.policy.name}",
+        "namespace": f"namespace {config.policy.namespace}",
+    }
+    reached = "; ".join(reached_caps(config.budget, spend)) or "a cap"
+    return (
+        f"{error or 'cloud spend budget exhausted'}: the spend of {scope[config.budget.scope]} reached {reached} "
+        "(UTC calendar windows); local endpoints still serve what they can take"
+    )
+
+
 def _models(config: RouterConfig) -> dict[str, Any]:
     data = [{"id": alias, "object": "model", "created": 0, "owned_by": "hybridroute"} for alias in config.model_aliases]
     return {"object": "list", "data": data}
@@ -503,6 +557,8 @@ def _rejection_outcome(error: RouterError) -> str:
         return "no_route"
     if isinstance(error, NotReady):
         return "not_ready"
+    if isinstance(error, BudgetExhausted):
+        return "budget_exhausted"
     return "invalid_request"
 
 

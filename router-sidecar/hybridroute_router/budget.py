@@ -5,6 +5,10 @@ holds per sidecar: with N replicas of an application the fleet may spend up to N
 Totals roll over at UTC midnight and on the first of the month; the clock is injected (wall-clock
 seconds since the epoch) so tests cross those boundaries without waiting. State is in memory and
 starts at zero when the router restarts.
+
+This is `budget.scope: router`, the default for compatibility and for a standalone router. Fleets use
+`scope: policy` or `namespace` (fleetbudget.py: one cap for all replicas, counted in Prometheus); there
+this tracker is only the fallback while the fleet's spend is not known yet (docs/budgets.md).
 """
 
 from __future__ import annotations

@@ -275,15 +275,42 @@ class SaturationConfig(Model):
     """Local share of public traffic at the start of the ramp."""
 
 
+BudgetScope = Literal["router", "policy", "namespace"]
+
+
+class BudgetPrometheusConfig(Model):
+    """Where fleet budgets read the fleet's spend: the Prometheus that scrapes every router."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+    """Prometheus base URL, e.g. http://prometheus.monitoring:9090."""
+    evaluation_seconds: Annotated[float, Field(ge=1, le=3600)] = 15
+    """How often each router (and the operator, for status) asks for the spend so far."""
+    timeout_seconds: Annotated[float, Field(ge=0.1, le=60)] = 5
+    """Bound on each query; a slow Prometheus delays the next evaluation, never a request."""
+
+
 class BudgetConfig(Model):
-    """Cloud spend caps, estimated from token counts and endpoint pricing."""
+    """Cloud spend caps per UTC calendar day and month, estimated from token counts and endpoint pricing."""
 
     daily_usd: Annotated[float | None, Field(ge=0)] = None
     """Cap per UTC day; unset means none."""
     monthly_usd: Annotated[float | None, Field(ge=0)] = None
     """Cap per UTC month; unset means none."""
     action: Literal["localOnly", "reject"] = "localOnly"
-    """When a cap is reached: route local only, or reject requests that would need cloud."""
+    """When a cap is reached: route local only, or reject (429) requests that would need cloud."""
+    scope: BudgetScope = "router"
+    """Whose spend counts against the caps: router (this sidecar alone, in memory; N replicas spend up to
+    N times the cap), policy (every router serving this policy, from Prometheus), or namespace (every
+    router of every policy in the namespace: a team budget, from Prometheus)."""
+    soft_percent: Annotated[int | None, Field(ge=1, le=99)] = None
+    """Warn (an Event and a metric) once this share of a cap is spent; routing is unchanged."""
+    prometheus: BudgetPrometheusConfig | None = None
+    """Required for scope policy and namespace: the Prometheus holding the routers' cost counters."""
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the caps count the fleet's spend (from Prometheus) rather than this router's."""
+        return self.scope != "router"
 
 
 class RolloutConfig(Model):

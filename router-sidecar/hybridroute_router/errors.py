@@ -10,6 +10,8 @@ an exception into a response, and callers catch families rather than individual 
     ├── NotFound                404  unknown path
     ├── MethodNotAllowed        405  known path, wrong method
     ├── PayloadTooLarge         413  body over the configured limit
+    ├── BudgetExhausted         429  a spend cap is reached (action reject) and the request needed cloud;
+    │                                `x-should-retry: false` tells OpenAI's SDKs not to retry it
     ├── NotReady                503  no valid config loaded yet
     ├── NoEligibleEndpoint      503  every endpoint filtered out (the message names why)
     │   └── PrivateRequestRefused 503  a private request no local endpoint could take (code
@@ -52,6 +54,9 @@ class RouterError(Exception):
     def body(self) -> bytes:
         return error_body(self.message, self.error_type, self.code, self.param)
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"content-type", b"application/json")]
+
 
 class BadRequest(RouterError):
     status = 400
@@ -85,6 +90,21 @@ class PayloadTooLarge(RouterError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class BudgetExhausted(RouterError):
+    """OpenAI answers a spent quota with 429 `insufficient_quota`; so do we, with the cap that was hit.
+
+    Retrying cannot help before the window resets (UTC midnight or the first of the month), so the
+    response says so to OpenAI's SDKs, which otherwise retry every 429.
+    """
+
+    status = 429
+    error_type = "insufficient_quota"
+    code = "budget_exhausted"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"x-should-retry", b"false")]
 
 
 class NotReady(RouterError):

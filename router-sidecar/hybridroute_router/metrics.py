@@ -12,7 +12,13 @@ Hot path: labelled children are cached per label tuple, so a request costs dicti
 few float additions. The breaker-state gauge is filled at scrape time from the registry's states
 rather than on every transition, so it can never drift from the breakers themselves; the p95
 evaluation gauges (`hybridroute_prometheus_up`, last evaluation time, `hybridroute_endpoint_p95_seconds`)
-are filled the same way from the evaluator's last status.
+are filled the same way from the evaluator's last status, and so are the fleet budget gauges
+(`hybridroute_budget_state`, `hybridroute_budget_cap_usd`, `hybridroute_budget_spent_usd`).
+
+`hybridroute_cost_usd{namespace,policy,endpoint}` is a contract too: fleet budgets (fleetbudget.py) sum
+its increase since the start of the UTC day and month. Its series start at zero when a config arrives
+(`start_cost_series`): Prometheus' `increase()` cannot count a series' first sample, so a counter born
+at its first spend would leave that spend out of every budget.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .config import RouterConfig
+from .fleetbudget import Spend
 from .p95 import EvaluationStatus
 
 # Up to 120 s: local models on small GPUs can take a minute or two for long generations. Denser
@@ -54,6 +62,7 @@ LATENCY_BUCKETS = (
 )
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 10)
 BREAKER_STATES = ("closed", "half-open", "open")
+BUDGET_STATES = ("ok", "soft", "exhausted")
 
 
 class RouterMetrics:
@@ -176,11 +185,38 @@ class RouterMetrics:
             registry=r,
         )
         self._in_flight_source: Callable[[], tuple[str, Mapping[str, int]]] | None = None
+        self.budget_state = Gauge(
+            "hybridroute_budget_state",
+            "Fleet budget state from the last answered spend query (1 for the current state: ok, soft, "
+            "exhausted); absent before the first answer.",
+            ["namespace", "policy", "scope", "state"],
+            registry=r,
+        )
+        self.budget_cap = Gauge(
+            "hybridroute_budget_cap_usd",
+            "Fleet budget cap per UTC calendar window (day, month).",
+            ["namespace", "policy", "scope", "window"],
+            registry=r,
+        )
+        self.budget_spent = Gauge(
+            "hybridroute_budget_spent_usd",
+            "The scope's spend in the current UTC window as this router last read it from Prometheus.",
+            ["namespace", "policy", "scope", "window"],
+            registry=r,
+        )
+        self.budget_up = Gauge(
+            "hybridroute_budget_prometheus_up",
+            "1 when the last spend query answered, 0 when it failed (the last decision is kept).",
+            ["namespace", "policy"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._namespace = "default"
         """The policy's namespace (PolicyRef's default until a config arrives)."""
         self._breaker_states: Callable[[], tuple[str, Mapping[str, str]]] | None = None
         self._p95_status: Callable[[], tuple[str, EvaluationStatus | None]] | None = None
+        self._budget_status: Callable[[], tuple[RouterConfig | None, str | None]] | None = None
+        self._budget_spend: Callable[[], tuple[bool | None, Spend | None]] | None = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), self._namespace, *labels)
@@ -231,6 +267,12 @@ class RouterMetrics:
         self.config_info.clear()
         self.config_info.labels(namespace, policy, config_hash).set(1)
 
+    def start_cost_series(self, config: RouterConfig) -> None:
+        """Create each priced endpoint's cost series at zero, so budgets count its first spend."""
+        for endpoint in config.endpoints:
+            if endpoint.pricing.input_per_m_tok or endpoint.pricing.output_per_m_tok:
+                self._child(self.cost, config.policy.name, endpoint.name)
+
     def config_refused(self, source: str) -> None:
         self.config_reload_failures.labels(source).inc()
 
@@ -245,6 +287,14 @@ class RouterMetrics:
     def follow_in_flight(self, source: Callable[[], tuple[str, Mapping[str, int]]]) -> None:
         """Register the source of (policy, {endpoint: attempts in flight}) read at every scrape."""
         self._in_flight_source = source
+
+    def follow_budget(
+        self,
+        status: Callable[[], tuple[RouterConfig | None, str | None]],
+        spend: Callable[[], tuple[bool | None, Spend | None]],
+    ) -> None:
+        """Register the sources of (config, budget state) and (query answered, last spend) read at scrape."""
+        self._budget_status, self._budget_spend = status, spend
 
     def render(self) -> bytes:
         if self._in_flight_source is not None:
@@ -262,6 +312,8 @@ class RouterMetrics:
                     )
         if self._p95_status is not None:
             self._render_p95(*self._p95_status())
+        if self._budget_status is not None and self._budget_spend is not None:
+            self._render_budget(*self._budget_status(), *self._budget_spend())
         return generate_latest(self.registry)
 
     def _render_p95(self, policy: str, status: EvaluationStatus | None) -> None:
@@ -277,3 +329,25 @@ class RouterMetrics:
         for endpoint, p95_ms in status.values.items():
             if p95_ms is not None:
                 self.endpoint_p95.labels(namespace, policy, endpoint).set(p95_ms / 1000)
+
+    def _render_budget(
+        self, config: RouterConfig | None, state: str | None, up: bool | None, spend: Spend | None
+    ) -> None:
+        for gauge in (self.budget_state, self.budget_cap, self.budget_spent, self.budget_up):
+            gauge.clear()
+        if config is None:
+            return
+        namespace, policy, budget = config.policy.namespace, config.policy.name, config.budget
+        for window, cap, spent in (
+            ("day", budget.daily_usd, spend.today_usd if spend else None),
+            ("month", budget.monthly_usd, spend.month_usd if spend else None),
+        ):
+            if cap is not None:
+                self.budget_cap.labels(namespace, policy, budget.scope, window).set(cap)
+            if spent is not None:
+                self.budget_spent.labels(namespace, policy, budget.scope, window).set(spent)
+        if up is not None:
+            self.budget_up.labels(namespace, policy).set(1 if up else 0)
+        if state is not None:
+            for each in BUDGET_STATES:
+                self.budget_state.labels(namespace, policy, budget.scope, each).set(1 if each == state else 0)

@@ -96,11 +96,12 @@ async def reconcile_until_stopped(
     bell: asyncio.Event,
     stopped: Any,
     gone: Callable[[], bool] = lambda: False,
-    resync_seconds: float,
+    resync_seconds: float | Callable[[], float],
     error_backoff_seconds: float,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    """Run `reconcile` now, again whenever `bell` rings, and at least every `resync_seconds`, until
+    """Run `reconcile` now, again whenever `bell` rings, and at least every `resync_seconds` (a number,
+    or a function asked before each pass: the object may change what it needs), until
     kopf stops the daemon or the object is `gone` (deleted: no finalizer makes kopf wait for us).
 
     A failure is logged and retried with exponential backoff capped at the resync period; the loop
@@ -108,6 +109,7 @@ async def reconcile_until_stopped(
     """
     failures = 0
     while not stopped and not gone():
+        resync = resync_seconds() if callable(resync_seconds) else resync_seconds
         bell.clear()  # cleared before reconciling: a ring during the reconcile is not lost
         try:
             await reconcile()
@@ -115,11 +117,11 @@ async def reconcile_until_stopped(
             raise
         except Exception:
             failures += 1
-            delay = min(resync_seconds, error_backoff_seconds * 2 ** (failures - 1))
+            delay = min(resync, error_backoff_seconds * 2 ** (failures - 1))
             logger.exception("reconcile failed (attempt %d); retrying in %.1fs", failures, delay)
         else:
             failures = 0
-            delay = resync_seconds
+            delay = resync
         await _sleep_until_rung(bell, stopped, delay)
 
 

@@ -8,7 +8,9 @@ requests (claim, apply) and changes nothing. A policy that fails to compile leav
 ConfigMap alone and reports Ready=False (CompileFailed) with a Warning event. A ConfigMap of the
 policy's name that the policy does not control is refused (Ready=False, OwnershipConflict); the
 policy's own ConfigMap always gets the compiled content back, with a Warning event when that
-overwrote a hand edit.
+overwrote a hand edit. A policy with a fleet budget (scope policy or namespace) also reads its spend
+from Prometheus on every pass, resyncs at least every `budget.prometheus.evaluationSeconds`, and shows
+the result in status.budget (budgetstatus.py), with an Event when the budget's state changes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from hybridroute_operator import status
+from hybridroute_operator import budgetstatus, status
 from hybridroute_operator.api import (
     ENDPOINT_PLURAL,
     GROUP,
@@ -85,10 +87,18 @@ async def policy_reconciler(
             bell=bell,
             stopped=stopped,
             gone=lambda: state.policy_doorbells.is_gone(key, uid),
-            resync_seconds=state.tuning.resync_seconds,
+            resync_seconds=lambda: resync_seconds(body, state.tuning.resync_seconds),
             error_backoff_seconds=state.tuning.error_backoff_seconds,
             logger=logger,
         )
+
+
+def resync_seconds(body: kopf.Body, default: float) -> float:
+    """The resync period; shorter for a fleet budget, whose status follows spend rather than events."""
+    budget = (body.get("spec") or {}).get("budget") or {}
+    if budget.get("scope") not in ("policy", "namespace"):
+        return default
+    return min(default, float((budget.get("prometheus") or {}).get("evaluationSeconds", 15)))
 
 
 async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Iterable[EndpointSnapshot]) -> None:
@@ -102,6 +112,7 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
     refs: list[status.ResolvedRef] = []
     failure: tuple[str, str] | None = None
     compiled = None
+    budget: dict[str, Any] | None = None
     try:
         spec = RoutingPolicySpec.model_validate(plain_copy(body.get("spec") or {}))
     except ValidationError as exc:
@@ -109,6 +120,12 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
     except Exception as exc:  # whatever a spec makes validation raise, it is reported, never a crash
         failure = (Reason.INVALID_SPEC, f"spec rejected: validation failed ({type(exc).__name__})")
     else:
+        if spec.budget.fleet:
+            reading = await budgetstatus.read_spend(spec.budget, namespace, name, state.tuning.prometheus_url)
+            previous_budget = current.get("budget")
+            budget = budgetstatus.budget_status(
+                spec.budget, namespace, name, reading, previous_budget, datetime.now(UTC)
+            )
         policy = PolicyInput(name=name, namespace=namespace, generation=generation, spec=spec)
         try:
             compiled = compile_policy(policy, endpoints)
@@ -145,6 +162,7 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         previous=current,
         now=datetime.now(UTC),
     )
+    desired["budget"] = budget
     changes = status.status_changes(current, desired)
     if not changes:
         return
@@ -158,6 +176,8 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         status=changes,
     )
     _announce(body, current, failure, config_hash, compiled.warnings if compiled else [])
+    if budget is not None and (event := budgetstatus.budget_event(current.get("budget"), budget)) is not None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _announce(
