@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 
-.PHONY: install deps toolchain images test test-unit lint format crds demo demo-view demo-down bench privacy-soak clean
+.PHONY: install deps toolchain images test test-unit lint format crds demo demo-host-processes demo-view demo-down bench privacy-soak clean
 
 install: $(STAMP)
 
@@ -55,9 +55,11 @@ format: install
 crds: install
 	$(BIN)/python -m hybridroute_operator.crdgen
 
-# The demo extra builds llama-cpp-python, which compiles llama.cpp from source on first install
-# (several minutes on two cores): pip runs verbose into a log and the compile steps are echoed as
-# "[N/M] file" lines so the wait shows progress. bash for pipefail: a failed pip must fail make.
+# The demo extra builds llama-cpp-python into the venv, which compiles llama.cpp from source on first
+# install (several minutes on two cores): only the host-process demo needs it, `make demo` runs the
+# model as a pod from the llamacpp image (its wheel is built once and cached under ~/.cache/hybridroute).
+# pip runs verbose into a log and the compile steps are echoed as "[N/M] file" lines so the wait shows
+# progress. bash for pipefail: a failed pip must fail make.
 $(DEMO_STAMP): pyproject.toml $(STAMP)
 	@echo "[demo] installing the demo extra (.[dev,demo]): llama-cpp-python compiles llama.cpp from source"
 	@echo "[demo] on first install, several minutes on 2 cores; full log: $(VENV)/demo-install.log"
@@ -74,8 +76,14 @@ $(DEMO_VIEW_STAMP): pyproject.toml $(STAMP)
 
 demo-view: $(DEMO_VIEW_STAMP)
 
-demo: $(DEMO_STAMP) deps toolchain
+# The demo as pods on the local cluster's real node: the chart installed by Helm, the model server and
+# the cloud simulator as pods, traffic through an app pod's injected router (e2e/demo_pods.py).
+demo: demo-view deps toolchain images
 	$(BIN)/python e2e/demo.py up --dir .demo $(DEMO_ARGS)
+
+# The older shape: operator, llama.cpp and router as host processes on an API-only control plane.
+demo-host-processes: $(DEMO_STAMP) deps toolchain
+	$(BIN)/python e2e/demo.py up --dir .demo --host-processes $(DEMO_ARGS)
 
 demo-down: install
 	$(BIN)/python e2e/demo.py down --dir .demo

@@ -50,7 +50,7 @@ def _started_pids(state: Path) -> dict[str, int]:
 @pytest.mark.timeout(300)
 def test_short_demo_routes_and_reports_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    up = _demo(state, "up", "--model-server", "simulator", "--short", *PHASE_FLAGS)
+    up = _demo(state, "up", "--host-processes", "--model-server", "simulator", "--short", *PHASE_FLAGS)
     try:
         assert up.returncode == 0, f"demo up failed:\n{up.stderr[-4000:]}"
         running = _started_pids(state)
