@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from e2e.modelserver import GEMMA_CONTEXT_TOKENS, SimulatedServer, simulator_args
 from hybridroute_operator.api import API_VERSION
+from hybridroute_operator.injection import POLICY_LABEL
 from hybridroute_router.config import SecretKeyRef, secret_env_name
 
 NAMESPACE: Final = "hybridroute-demo"
@@ -239,6 +240,6 @@ def app_pod(image: str, host_aliases: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": APP_POD, "namespace": NAMESPACE, "labels": {"hybridroute.io/policy": POLICY_NAME}},
+        "metadata": {"name": APP_POD, "namespace": NAMESPACE, "labels": {POLICY_LABEL: POLICY_NAME}},
         "spec": {"containers": [container], "hostAliases": aliases, "terminationGracePeriodSeconds": 2},
     }
