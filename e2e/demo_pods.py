@@ -141,6 +141,14 @@ class ModelPods:
             local, manifests.cloud_endpoint(cloud_url), manifests.routing_policy(settings.local_endpoint, tuning)
         )
         wait_for(lambda: self._ready(demo), "both endpoints (the model pod Ready) and the policy to be Ready", 420)
+        if settings.model_server == "llamacpp":
+            # Through its Service from the host (ClusterIPs are routed here), as the host-process demo does.
+            pool_url = f"http://{self._cluster_ip(demo, settings.local_endpoint)}:{manifests.LLAMACPP_PORT}/v1"
+            log(f"warming the model pod up (two tiny completions at {pool_url})")
+            try:
+                modelserver.warm_up(pool_url, modelserver.GEMMA_MODEL)
+            except OSError as exc:
+                raise DemoError(f"the llama.cpp pod did not answer at {pool_url}: {exc}") from None
         log(demo.cluster.kubectl("get", "ie,rp,pods", "--namespace", manifests.NAMESPACE))
 
     @staticmethod
