@@ -142,8 +142,13 @@ class ModelPods:
         )
         wait_for(lambda: self._ready(demo), "both endpoints (the model pod Ready) and the policy to be Ready", 420)
         if settings.model_server == "llamacpp":
-            # Through its Service from the host (ClusterIPs are routed here), as the host-process demo does.
-            pool_url = f"http://{self._cluster_ip(demo, settings.local_endpoint)}:{manifests.LLAMACPP_PORT}/v1"
+            # At the pod's IP, routed from the host: its fresh Service may not be programmed by kube-proxy
+            # yet (it rejects a ClusterIP it does not know yet as "network unreachable").
+            pods = demo.get_json("pods", "-l", f"hybridroute.io/endpoint={settings.local_endpoint}")["items"]
+            pod_ip = next((pod["status"]["podIP"] for pod in pods if _ready(pod)), None)
+            if pod_ip is None:
+                raise DemoError(f"no Ready pod of {settings.local_endpoint}, though its endpoint says Ready")
+            pool_url = f"http://{pod_ip}:{manifests.LLAMACPP_PORT}/v1"
             log(f"warming the model pod up (two tiny completions at {pool_url})")
             try:
                 modelserver.warm_up(pool_url, modelserver.GEMMA_MODEL)
