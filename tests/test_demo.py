@@ -1,9 +1,11 @@
-"""`make demo` end to end, short and without the real model, then `make demo-down`; and its pure parts.
+"""The demo's host-process shape end to end, short and without the real model, then `make demo-down`; and
+its pure parts.
 
-The real demo serves Gemma 3 270M through llama-cpp-python, which compiles llama.cpp on install: too
-slow for CI. Here `--model-server simulator` puts a second upstream simulator behind the local
-endpoint (the demo says so loudly); everything else is the real thing: control plane, operator,
-Prometheus, router on the policy's ConfigMap, the `openai` SDK as the client, report and plot.
+`make demo` runs as pods on the real node (images, Helm, a llama.cpp pod: minutes, not for this test).
+Here `--host-processes --model-server simulator` runs the older shape with a second upstream
+simulator behind the local endpoint (the demo says so loudly); everything else is the real thing:
+control plane, operator, Prometheus, router on the policy's ConfigMap, the `openai` SDK as the
+client, report and plot.
 """
 
 from __future__ import annotations

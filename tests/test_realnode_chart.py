@@ -35,6 +35,17 @@ FULLNAME = f"{RELEASE}-hybridroute"
 
 
 @pytest.fixture(scope="module")
+def project_images(local_cluster: LocalCluster) -> dict[str, images.Image]:
+    """The operator and router images, built from the Dockerfile (cached) and imported into the node."""
+    built = {image.name: image for image in images.build(["operator", "router", "simulator"])}
+    node = local_cluster.node
+    assert node is not None
+    for image in built.values():
+        node.import_image(image.archive)
+    return built
+
+
+@pytest.fixture(scope="module")
 def released(helm: Helm, local_cluster: LocalCluster, project_images: dict[str, images.Image]) -> Iterator[str]:
     """The chart installed with the images built here, in a namespace the module's tests share."""
     api = local_cluster.api_client()
