@@ -5,13 +5,12 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-DEMO_STAMP := $(VENV)/.demo-installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 MODEL_SERVER_STAMP := $(VENV)/.model-server-installed-stamp
 # where e2e/images.py keeps the llama-cpp-python wheel it compiled (it honours $HYBRIDROUTE_CACHE too)
 LLAMA_WHEELS := $${HYBRIDROUTE_CACHE:-$(HOME)/.cache/hybridroute}/images/wheels/llama-cpp-python-0.3.36
 
-.PHONY: install deps toolchain images model-server bench-spillover test test-unit lint format crds demo demo-view demo-down bench privacy-soak clean
+.PHONY: install deps toolchain images model-server bench-spillover test test-unit lint format crds demo demo-host-processes demo-view demo-down bench privacy-soak clean
 
 install: $(STAMP)
 
@@ -67,17 +66,6 @@ format: install
 crds: install
 	$(BIN)/python -m hybridroute_operator.crdgen
 
-# The demo extra builds llama-cpp-python, which compiles llama.cpp from source on first install
-# (several minutes on two cores): pip runs verbose into a log and the compile steps are echoed as
-# "[N/M] file" lines so the wait shows progress. bash for pipefail: a failed pip must fail make.
-$(DEMO_STAMP): pyproject.toml $(STAMP)
-	@echo "[demo] installing the demo extra (.[dev,demo]): llama-cpp-python compiles llama.cpp from source"
-	@echo "[demo] on first install, several minutes on 2 cores; full log: $(VENV)/demo-install.log"
-	bash -o pipefail -c "CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -v -e '.[dev,demo]' 2>&1 \
-	  | tee $(VENV)/demo-install.log \
-	  | sed -nuE 's@^ *(\[[0-9]+/[0-9]+\]) .* -c [^ ]*/(vendor/[^ ]+)\$$@[demo] compiling llama.cpp \1 \2@p; /^(Collecting|Building wheel|Successfully|ERROR)/p'"
-	touch $(DEMO_STAMP)
-
 # The demo's live view and plot without the model: what tests/test_demo.py needs (CI runs it with a
 # simulator as the local model).
 $(DEMO_VIEW_STAMP): pyproject.toml $(STAMP)
@@ -86,8 +74,15 @@ $(DEMO_VIEW_STAMP): pyproject.toml $(STAMP)
 
 demo-view: $(DEMO_VIEW_STAMP)
 
-demo: $(DEMO_STAMP) deps toolchain
+# The demo as pods on the local cluster's real node: the chart installed by Helm, the model server and
+# the cloud simulator as pods, traffic through an app pod's injected router (e2e/demo_pods.py).
+demo: demo-view deps toolchain images
 	$(BIN)/python e2e/demo.py up --dir .demo $(DEMO_ARGS)
+
+# The older shape: operator, llama.cpp and router as host processes on an API-only control plane. Its
+# llama.cpp server is llama-cpp-python from the wheel `make images` compiled once (model-server).
+demo-host-processes: demo-view model-server deps toolchain
+	$(BIN)/python e2e/demo.py up --dir .demo --host-processes $(DEMO_ARGS)
 
 demo-down: install
 	$(BIN)/python e2e/demo.py down --dir .demo

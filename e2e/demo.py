@@ -1,14 +1,19 @@
 """`make demo`: hybridroute routing real traffic on this machine, brought up one step at a time.
 
-    python e2e/demo.py up   --dir DIR [--model-server llamacpp|simulator] [--short] [phase flags]
+    python e2e/demo.py up   --dir DIR [--model-server llamacpp|simulator] [--host-processes] [--short] [phase flags]
     python e2e/demo.py down --dir DIR    # stops everything `up` started
 
-`up` starts the local control plane, the CRDs and the operator; a real local model (llama.cpp serving
-Gemma 3 270M) and a cloud stand-in (our upstream SIMULATOR), each behind an InferenceEndpoint; a
-RoutingPolicy; Prometheus; a router on the policy's ConfigMap. Then it drives a traffic mix through the
-router with the `openai` SDK, raising concurrency until the local model saturates and its p95 breaker
-moves overflow to the cloud, then lowering it again, while a live summary shows the routing. It ends by
-writing DIR/report.md and DIR/demo.png, and leaves everything running to look around.
+By default everything runs as a user would run it, as pods on the local cluster's real node
+(e2e/demo_pods.py): the chart installed by Helm (two operator replicas, the webhook), a managed
+llama.cpp InferenceEndpoint serving Gemma 3 270M and a cloud stand-in (our upstream SIMULATOR) as pods,
+a RoutingPolicy, and an app pod whose injected router sidecar takes the traffic; Prometheus runs on the
+host and scrapes the sidecar. `--host-processes` keeps the older shape: the operator, the model
+servers and a router as host processes on an API-only control plane (what CI's test runs).
+
+Either way it then drives a traffic mix through the router with the `openai` SDK, raising concurrency
+until the local model saturates and its p95 breaker moves overflow to the cloud, then lowering it
+again, while a live summary shows the routing. It ends by writing DIR/report.md and DIR/demo.png, and
+leaves everything running to look around.
 
 `up` runs each step's `start` in order and `down` each step's `stop` in reverse. A step's `start`
 returns only once what it started is usable, and both halves are safe to repeat.
@@ -23,12 +28,10 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 if not __package__:
     # Run as `python e2e/demo.py`: make the repository root importable so `e2e.*` resolves.
@@ -37,111 +40,15 @@ if not __package__:
 import orjson
 
 from e2e import demo_manifests as manifests
-from e2e import modelserver, processes, prometheus, toolchain
+from e2e import demo_pods, modelserver, podnetns, processes, prometheus, toolchain
+from e2e.demo_core import Demo, DemoError, Settings, Step, TrafficTarget
+from e2e.demo_core import log as _log
+from e2e.demo_core import wait_for as _wait_for
 from e2e.localcluster import LocalCluster, LocalClusterError
-from e2e.traffic import Phase, Traffic, demo_phases
+from e2e.traffic import Traffic, demo_phases
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
-ModelServerKind = Literal["llamacpp", "simulator"]
-
-
-class DemoError(RuntimeError):
-    """A step could not start; the message says what to look at."""
-
-
-def _log(message: str) -> None:
-    print(f"[demo] {message}", file=sys.stderr, flush=True)
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What `up` was asked for (flags); `down` needs none of it."""
-
-    model_server: ModelServerKind = "llamacpp"
-    phases: tuple[Phase, ...] = demo_phases(steady_s=40, ramp_s=30, peak_s=60, recovery_s=50, peak=10)
-    # Gemma 3 270M answers a short prompt in about a second on two idle cores: 5 s holds with a client
-    # or two (and with a neighbour's build stealing a core now and then) and breaks once several requests
-    # queue behind each other. 5 s is also a boundary of the router's latency buckets (..., 2.5, 5, 10):
-    # between boundaries histogram_quantile interpolates, so a 3 s SLO would breach as soon as 5 % of
-    # requests took over 2.5 s.
-    slo_p95_ms: int = 5000
-    # The router's in-flight cap for the local model: above the peak client count, so overload shows
-    # up as queueing (p95) rather than as the cap's instant overflow.
-    local_max_concurrency: int = 16
-
-    @property
-    def local_endpoint(self) -> str:
-        return "local-gemma" if self.model_server == "llamacpp" else "local-simulator"
-
-
-@dataclass
-class Ports:
-    """Loopback ports of the demo's daemons, chosen once per state directory."""
-
-    local_model: int
-    cloud_simulator: int
-    prometheus: int
-    router: int
-    router_metrics: int
-    """The router's operations listener: /metrics for Prometheus, /readyz."""
-
-    @classmethod
-    def of(cls, state_dir: Path) -> Ports:
-        saved = state_dir / "ports.json"
-        names = [port.name for port in fields(cls)]
-        if saved.is_file():
-            known = json.loads(saved.read_text())
-            if sorted(known) == sorted(names):  # a state dir from an older layout gets new ports
-                return cls(**known)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        ports = cls(*(processes.free_port() for _ in names))
-        saved.write_text(json.dumps(asdict(ports)))
-        return ports
-
-
-@dataclass
-class Demo:
-    """What every step shares: the state directory, the cluster living in it, settings and ports."""
-
-    dir: Path
-    cluster: LocalCluster
-    settings: Settings = field(default_factory=Settings)
-    ports: Ports | None = None
-
-    @property
-    def port(self) -> Ports:
-        if self.ports is None:
-            self.ports = Ports.of(self.dir)
-        return self.ports
-
-    def url(self, port: int, path: str = "") -> str:
-        return f"http://127.0.0.1:{port}{path}"
-
-    def kubectl_apply(self, *objects: dict[str, Any]) -> None:
-        document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-        self.cluster.kubectl(
-            "apply", "--server-side", "--field-manager=hybridroute-demo", "-f", "-", input=json.dumps(document)
-        )
-
-    def get_json(self, *what: str) -> Any:
-        return json.loads(self.cluster.kubectl("get", *what, "--namespace", manifests.NAMESPACE, "-o", "json"))
-
-
-class Step(Protocol):
-    name: str
-
-    def start(self, demo: Demo) -> None: ...
-
-    def stop(self, demo: Demo) -> None: ...
 
 
 def _spawn_and_wait(demo: Demo, process: str, argv: list[str], base_url: str, timeout: float) -> None:
@@ -228,13 +135,7 @@ class LocalModel:
             _log("!! --model-server simulator: the LOCAL endpoint is the upstream SIMULATOR, not a real model.")
             _log("!! Routing, privacy, metrics and the report are real; the local answers and latencies are not.")
             _log("!" * 100)
-            simulated = modelserver.SimulatedServer(
-                name="local-simulator",
-                model="local-simulated-model",
-                latency_ms=150,
-                completion_tokens=30,
-                content="(local SIMULATOR) a canned answer standing in for a local model.",
-            )
+            simulated = manifests.LOCAL_SIMULATOR
             argv = modelserver.simulator_argv(simulated, port)
             timeout = 30.0
         else:
@@ -259,14 +160,7 @@ class CloudSimulator:
     process = "cloud-simulator"
 
     def start(self, demo: Demo) -> None:
-        simulated = modelserver.SimulatedServer(
-            name=manifests.CLOUD_ENDPOINT,
-            model=manifests.CLOUD_MODEL,
-            # A hosted frontier model: slower than a tiny local model on an idle machine, but it never queues.
-            latency_ms=700,
-            completion_tokens=50,
-            content="(cloud SIMULATOR) a canned answer standing in for a hosted model.",
-        )
+        simulated = manifests.CLOUD_SIMULATOR
         port = demo.port.cloud_simulator
         _spawn_and_wait(demo, self.process, modelserver.simulator_argv(simulated, port), demo.url(port, "/v1"), 30)
 
@@ -373,12 +267,17 @@ class Router:
 class TrafficAndReport:
     name = "traffic through the router (openai SDK), live summary, then report + plot"
 
+    def __init__(self, target: Callable[[Demo], TrafficTarget]) -> None:
+        self.target = target
+
     def start(self, demo: Demo) -> None:
         phases = demo.settings.phases
         total = sum(phase.seconds for phase in phases)
         plan = ", ".join(f"{phase.name} {phase.concurrency} clients {phase.seconds:.0f} s" for phase in phases)
-        _log(f"traffic for {total:.0f} s: {plan}")
-        report, png = asyncio.run(_run_traffic(demo))
+        target = self.target(demo)
+        where = f" from inside the app pod's network namespace ({target.netns})" if target.netns else ""
+        _log(f"traffic to {target.base_url}{where} for {total:.0f} s: {plan}")
+        report, png = asyncio.run(_run_traffic(demo, target))
         _log(f"report: {report}")
         _log(f"plot:   {png}")
 
@@ -386,7 +285,22 @@ class TrafficAndReport:
         """Nothing to undo: the traffic ended with `up`."""
 
 
-async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
+def host_router_target(demo: Demo) -> TrafficTarget:
+    """The host-process router on loopback."""
+    return TrafficTarget(
+        base_url=demo.url(demo.port.router, "/v1"),
+        router_metrics_url=demo.url(demo.port.router_metrics),
+        prometheus_url=demo.url(demo.port.prometheus),
+    )
+
+
+async def _send_all(traffic: Traffic) -> None:
+    """Run the traffic and close its client, both on the loop whose thread opens the sockets."""
+    async with traffic.client:
+        await traffic.run()
+
+
+async def _run_traffic(demo: Demo, target: TrafficTarget) -> tuple[Path, Path]:
     # Imported here: the live view and the plot need the demo extra (rich, matplotlib), `down` does not.
     import openai
 
@@ -397,34 +311,38 @@ async def _run_traffic(demo: Demo) -> tuple[Path, Path]:
     endpoints = [settings.local_endpoint, manifests.CLOUD_ENDPOINT]
     requests_log = (demo.dir / "requests.jsonl").open("wb")
     timeline_log = (demo.dir / "timeline.jsonl").open("wb")
-    async with openai.AsyncOpenAI(
-        base_url=demo.url(demo.port.router, "/v1"),
+    # The SDK client opens no connection until its first request, which runs where `target` says.
+    client = openai.AsyncOpenAI(
+        base_url=target.base_url,
         api_key="demo-app-key",  # the router never forwards a client's key to a cloud endpoint
         max_retries=0,  # the router does failover; SDK retries would hide what it did
         timeout=120,
-    ) as client:
-        traffic = Traffic(
-            client, settings.phases, on_record=lambda r: requests_log.write(orjson.dumps(r.to_json()) + b"\n")
-        )
-        monitor = Monitor(
-            traffic=traffic,
-            prometheus_url=demo.url(demo.port.prometheus),
-            router_metrics_url=demo.url(demo.port.router_metrics),
-            policy=manifests.POLICY_NAME,
-            local_endpoint=settings.local_endpoint,
-            endpoints=endpoints,
-            slo_seconds=settings.slo_p95_ms / 1000,
-            on_sample=lambda s: timeline_log.write(orjson.dumps(s.to_json()) + b"\n"),
-        )
-        finished = asyncio.Event()
-        sampling = asyncio.create_task(monitor.run_until(finished))
-        try:
-            await traffic.run()
-        finally:
-            finished.set()
-            timeline = await sampling
-            requests_log.close()
-            timeline_log.close()
+    )
+    traffic = Traffic(
+        client, settings.phases, on_record=lambda r: requests_log.write(orjson.dumps(r.to_json()) + b"\n")
+    )
+    monitor = Monitor(
+        traffic=traffic,
+        prometheus_url=target.prometheus_url,
+        router_metrics_url=target.router_metrics_url,
+        policy=manifests.POLICY_NAME,
+        local_endpoint=settings.local_endpoint,
+        endpoints=endpoints,
+        slo_seconds=settings.slo_p95_ms / 1000,
+        on_sample=lambda s: timeline_log.write(orjson.dumps(s.to_json()) + b"\n"),
+    )
+    finished = asyncio.Event()
+    sampling = asyncio.create_task(monitor.run_until(finished))
+    try:
+        if target.netns is None:
+            await _send_all(traffic)
+        else:
+            await podnetns.run_in(target.netns, lambda: _send_all(traffic))
+    finally:
+        finished.set()
+        timeline = await sampling
+        requests_log.close()
+        timeline_log.close()
     model_server = "llama.cpp serving Gemma 3 270M" if settings.model_server == "llamacpp" else "the SIMULATOR"
     return report.write_report(
         demo.dir,
@@ -470,8 +388,9 @@ class Samples:
         """Nothing to undo: the samples go with the control plane."""
 
 
-STEPS: tuple[Step, ...] = (
-    ControlPlane(),
+CONTROL_PLANE = ControlPlane()
+HOST_PROCESS_STEPS: tuple[Step, ...] = (
+    CONTROL_PLANE,
     CustomResourceDefinitions(),
     Operator(),
     Samples(),
@@ -480,32 +399,57 @@ STEPS: tuple[Step, ...] = (
     Prometheus(),
     DemoObjects(),
     Router(),
-    TrafficAndReport(),
+    TrafficAndReport(host_router_target),
+)
+POD_STEPS: tuple[Step, ...] = (
+    CONTROL_PLANE,
+    demo_pods.Images(),
+    demo_pods.Chart(),
+    demo_pods.ModelPods(),
+    demo_pods.AppPod(),
+    demo_pods.Prometheus(),
+    TrafficAndReport(demo_pods.app_pod_target),
 )
 
 
-def up(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
+def steps_for(settings: Settings) -> tuple[Step, ...]:
+    return HOST_PROCESS_STEPS if settings.host_processes else POD_STEPS
+
+
+def up(demo: Demo, steps: Sequence[Step]) -> None:
     for number, step in enumerate(steps, 1):
         began = time.monotonic()
         _log(f"step {number}/{len(steps)}: {step.name}")
         step.start(demo)
         _log(f"step {number}/{len(steps)} done in {time.monotonic() - began:.1f} s")
     print(demo.cluster.kubectl("get", "ie,rp", "--all-namespaces"))
+    if demo.settings.host_processes:
+        router = (
+            f"  curl -s {demo.url(demo.port.router, '/v1/chat/completions')} -H 'content-type: application/json' "
+            """-d '{"model":"auto","messages":[{"role":"user","content":"hi"}]}' -i\n"""
+            f"  Prometheus: {demo.url(demo.port.prometheus)}   "
+            f"router metrics: {demo.url(demo.port.router_metrics, '/metrics')}\n"
+        )
+    else:
+        router = (
+            f"  kubectl get pods -A -o wide\n"
+            f"  kubectl exec -n {manifests.NAMESPACE} {manifests.APP_POD} -c app -- "
+            "python /opt/app/openai_app.py ask routine complex private\n"
+            f"  Prometheus: {demo_pods.prometheus_url(demo)}   "
+            f"sidecar metrics: {demo_pods.sidecar_metrics_url(demo)}/metrics\n"
+        )
     print(
         "The demo is up and stays up. To look around:\n"
         f"  export KUBECONFIG={demo.cluster.kubeconfig}\n"
         f"  export PATH={demo.cluster.kubectl_path.parent}:$PATH\n"
         f"  kubectl get ie,rp -n {manifests.NAMESPACE}\n"
-        f"  curl -s {demo.url(demo.port.router, '/v1/chat/completions')} -H 'content-type: application/json' "
-        """-d '{"model":"auto","messages":[{"role":"user","content":"hi"}]}' -i\n"""
-        f"  Prometheus: {demo.url(demo.port.prometheus)}   "
-        f"router metrics: {demo.url(demo.port.router_metrics, '/metrics')}\n"
+        f"{router}"
         f"Report: {demo.dir / 'report.md'}  plot: {demo.dir / 'demo.png'}  logs: {demo.dir / 'logs'}\n"
         f"Stop everything with: make demo-down   (python e2e/demo.py down --dir {demo.dir})"
     )
 
 
-def down(demo: Demo, steps: Sequence[Step] = STEPS) -> None:
+def down(demo: Demo, steps: Sequence[Step]) -> None:
     for step in reversed(steps):
         _log(f"stopping: {step.name}")
         step.stop(demo)
@@ -523,7 +467,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         recovery_s=args.recovery_seconds or (8 if short else 50),
         peak=args.peak_clients or (4 if short else 10),
     )
-    return Settings(model_server=args.model_server, phases=phases, slo_p95_ms=args.slo_p95_ms or defaults.slo_p95_ms)
+    return Settings(
+        model_server=args.model_server,
+        host_processes=args.host_processes,
+        phases=phases,
+        slo_p95_ms=args.slo_p95_ms or defaults.slo_p95_ms,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -536,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="llamacpp",
         help="the local endpoint: llama.cpp serving Gemma 3 270M (default), or the SIMULATOR (CI, no compiler)",
     )
+    parser.add_argument(
+        "--host-processes",
+        action="store_true",
+        help="the older shape: operator, model servers and router as host processes on an API-only cluster "
+        "(no node, no images; CI's tests/test_demo.py); `down` needs no flag",
+    )
     parser.add_argument("--short", action="store_true", help="short phases (about 40 s of traffic; tests use it)")
     parser.add_argument("--steady-seconds", type=float, help="low-concurrency phase (default 40, short 8)")
     parser.add_argument("--ramp-seconds", type=float, help="each ramp phase, up and down (default 30, short 6)")
@@ -545,14 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slo-p95-ms", type=int, help="the policy's p95 SLO per endpoint (default 5000)")
     args = parser.parse_args(argv)
     state_dir = args.dir.resolve()
-    # The demo's model servers still run on the host and its sample pool on the stand-in node; until
-    # they run as pods (issue 9, item 4) it needs only the API, so it starts no real node.
-    demo = Demo(dir=state_dir, cluster=LocalCluster(state_dir, with_node=False), settings=_settings(args))
+    settings = _settings(args)
+    # Pods need the real node; the host-process shape needs only the API (its sample pool runs on the
+    # stand-in kubelet's fake node). `down` stops whatever the state directory holds.
+    cluster = LocalCluster(state_dir, with_node=not settings.host_processes)
+    demo = Demo(dir=state_dir, cluster=cluster, settings=settings)
     try:
         if args.command == "up":
-            up(demo)
+            up(demo, steps_for(settings))
         else:
-            down(demo)
+            # Every step's `stop` is safe when it never started: one `down` serves both shapes.
+            down(demo, tuple(dict.fromkeys(HOST_PROCESS_STEPS + POD_STEPS, None)))
     except (DemoError, LocalClusterError, toolchain.ToolchainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.command == "up":

@@ -1,10 +1,11 @@
-"""The demo's Kubernetes objects as plain dicts: pure, no I/O (e2e/demo.py applies them).
+"""The demo's Kubernetes objects as plain dicts: pure, no I/O (e2e/demo.py and e2e/demo_pods.py apply them).
 
-One local endpoint (an existing server by `url`: llama.cpp serving Gemma 3 270M, or a simulator
-standing in for it), one cloud endpoint (our OpenAI-compatible SIMULATOR, never a real provider) with a
-Secret holding a dummy key, and one RoutingPolicy that exercises every routing feature the demo shows:
-privacy (header + detectors), a complexity rule, the context-window filter, the p95 breaker fed by
-Prometheus, fallback and a full rollout.
+One local endpoint (on the real node a managed llama.cpp pool serving Gemma 3 270M; with host processes
+an existing server by `url`: llama.cpp, or a simulator standing in for it), one cloud endpoint (our
+OpenAI-compatible SIMULATOR, never a real provider) with a Secret holding a dummy key, and one
+RoutingPolicy that exercises every routing feature the demo shows: privacy (header + detectors), a
+complexity rule, the context-window filter, the p95 breaker fed by Prometheus, fallback and a full
+rollout. On the real node the simulators and the app are pods: their specs are here too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from e2e.modelserver import GEMMA_CONTEXT_TOKENS, SimulatedServer, simulator_args
 from hybridroute_operator.api import API_VERSION
+from hybridroute_operator.injection import POLICY_LABEL
 from hybridroute_router.config import SecretKeyRef, secret_env_name
 
 NAMESPACE: Final = "hybridroute-demo"
@@ -27,6 +30,27 @@ PRIVACY_HEADER_VALUE: Final = "confidential"
 # Cloud prices of a large hosted model, USD per million tokens: what "cloud-only" would have cost.
 CLOUD_INPUT_PER_MTOK: Final = 2.5
 CLOUD_OUTPUT_PER_MTOK: Final = 10.0
+# A hosted frontier model: slower than a tiny local model on an idle machine, but it never queues.
+CLOUD_SIMULATOR: Final = SimulatedServer(
+    name=CLOUD_ENDPOINT,
+    model=CLOUD_MODEL,
+    latency_ms=700,
+    completion_tokens=50,
+    content="(cloud SIMULATOR) a canned answer standing in for a hosted model.",
+)
+LOCAL_SIMULATOR: Final = SimulatedServer(
+    name="local-simulator",
+    model="local-simulated-model",
+    latency_ms=150,
+    completion_tokens=30,
+    content="(local SIMULATOR) a canned answer standing in for a local model.",
+)
+SIMULATOR_PORT: Final = 9101
+LLAMACPP_PORT: Final = 8080
+"""The port the operator's llama.cpp Deployment and Service use (its `server: llamacpp` default)."""
+APP_POD: Final = "app"
+APP_OWN_KEY: Final = "demo-app-key"
+"""The app's own key: the router must never forward it to a cloud endpoint."""
 
 
 @dataclass(frozen=True)
@@ -146,4 +170,76 @@ def routing_policy(local_endpoint_name: str, tuning: PolicyTuning) -> dict[str, 
             "budget": {"dailyUsd": 5, "action": "localOnly"},
             "rollout": {"localPercent": 100},
         },
+    }
+
+
+def managed_llamacpp_endpoint(name: str, image: str, model: str, max_concurrency: int, threads: int) -> dict[str, Any]:
+    """A managed llama.cpp pool: the operator runs `image` as a Deployment with a Service named `name`."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"hybridroute.io/tier": "local"}},
+        "spec": {
+            "type": "local",
+            "priority": 10,
+            "maxConcurrency": max_concurrency,
+            "local": {
+                "server": "llamacpp",
+                "model": model,
+                "image": image,
+                "replicas": 1,
+                "maxContextTokens": GEMMA_CONTEXT_TOKENS,
+                "extraArgs": ["--threads", str(threads)],
+            },
+        },
+    }
+
+
+def simulator_pod(server: SimulatedServer, image: str) -> dict[str, Any]:
+    """The upstream simulator image serving as `server`, Ready once it accepts connections."""
+    container = {
+        "name": "simulator",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "args": simulator_args(server, SIMULATOR_PORT),
+        "ports": [{"name": "http", "containerPort": SIMULATOR_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": SIMULATOR_PORT}, "periodSeconds": 1},
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": server.name, "namespace": NAMESPACE, "labels": {"app": server.name}},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
+    }
+
+
+def service(name: str, port: int) -> dict[str, Any]:
+    """A ClusterIP Service for the pod labelled app=`name`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"selector": {"app": name}, "ports": [{"port": port, "targetPort": port}]},
+    }
+
+
+def app_pod(image: str, host_aliases: dict[str, str]) -> dict[str, Any]:
+    """The application pod: labelled with the policy, so the webhook injects the router as its sidecar.
+
+    `host_aliases` maps Service names (as the operator compiles them) to ClusterIPs: this cluster runs
+    no DNS, a real one resolves them for every pod.
+    """
+    container = {
+        "name": "app",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "env": [{"name": "OPENAI_API_KEY", "value": APP_OWN_KEY}],
+        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True},
+    }
+    aliases = [{"ip": ip, "hostnames": [hostname]} for hostname, ip in sorted(host_aliases.items())]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": APP_POD, "namespace": NAMESPACE, "labels": {POLICY_LABEL: POLICY_NAME}},
+        "spec": {"containers": [container], "hostAliases": aliases, "terminationGracePeriodSeconds": 2},
     }

@@ -95,11 +95,12 @@ def llamacpp_argv(gguf: Path, port: int, threads: int, context_tokens: int = GEM
 
 def simulator_argv(server: SimulatedServer, port: int) -> list[str]:
     """e2e/upstream_sim.py as a process on 127.0.0.1:`port`."""
+    return [sys.executable, str(SIMULATOR_SCRIPT), "--host", "127.0.0.1", *simulator_args(server, port)]
+
+
+def simulator_args(server: SimulatedServer, port: int) -> list[str]:
+    """The simulator's arguments but its listen address: the same for a host process and the simulator image."""
     return [
-        sys.executable,
-        str(SIMULATOR_SCRIPT),
-        "--host",
-        "127.0.0.1",
         "--port",
         str(port),
         "--name",

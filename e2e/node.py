@@ -379,6 +379,15 @@ class Node:
                 pids.update(int(line) for line in (cgroup / "cgroup.procs").read_text().split())
         return pids
 
+    def pod_uid_pids(self, uid: str) -> list[int]:
+        """The processes of one pod's containers and sandbox (their cgroup paths carry `pod<uid>`)."""
+        found = []
+        for pid in self.pod_pids():
+            with contextlib.suppress(OSError):  # exited since the listing
+                if f"pod{uid}" in Path(f"/proc/{pid}/cgroup").read_text():
+                    found.append(pid)
+        return sorted(found)
+
     def _kill_pods(self) -> None:
         deadline = time.monotonic() + 30
         while pids := self.pod_pids():

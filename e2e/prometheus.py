@@ -47,9 +47,14 @@ def scrape_config(targets: Sequence[str], job: str, interval_seconds: int = 1) -
     }
 
 
-def start(state_dir: Path, port: int, targets: Sequence[str], job: str, timeout: float = 60.0) -> str:
-    """Start Prometheus on 127.0.0.1:`port` (unless already running); return its base URL once ready."""
-    url = f"http://127.0.0.1:{port}"
+def start(
+    state_dir: Path, port: int, targets: Sequence[str], job: str, timeout: float = 60.0, address: str = "127.0.0.1"
+) -> str:
+    """Start Prometheus on `address`:`port` (unless already running); return its base URL once ready.
+
+    `address` other than loopback: pods ask it too (the router's p95 breaker), e.g. the node link's host end.
+    """
+    url = f"http://{address}:{port}"
     if processes.running_pid(state_dir, PROCESS_NAME) is None:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -62,7 +67,7 @@ def start(state_dir: Path, port: int, targets: Sequence[str], job: str, timeout:
             binary,
             f"--config.file={config_file}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={address}:{port}",
             "--storage.tsdb.retention.time=1d",
             "--log.level=warn",
         ]

@@ -1,9 +1,11 @@
-"""`make demo` end to end, short and without the real model, then `make demo-down`; and its pure parts.
+"""The demo's host-process shape end to end, short and without the real model, then `make demo-down`; and
+its pure parts.
 
-The real demo serves Gemma 3 270M through llama-cpp-python, which compiles llama.cpp on install: too
-slow for CI. Here `--model-server simulator` puts a second upstream simulator behind the local
-endpoint (the demo says so loudly); everything else is the real thing: control plane, operator,
-Prometheus, router on the policy's ConfigMap, the `openai` SDK as the client, report and plot.
+`make demo` runs as pods on the real node (images, Helm, a llama.cpp pod: minutes, not for this test).
+Here `--host-processes --model-server simulator` runs the older shape with a second upstream
+simulator behind the local endpoint (the demo says so loudly); everything else is the real thing:
+control plane, operator, Prometheus, router on the policy's ConfigMap, the `openai` SDK as the
+client, report and plot.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _started_pids(state: Path) -> dict[str, int]:
 @pytest.mark.timeout(300)
 def test_short_demo_routes_and_reports_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    up = _demo(state, "up", "--model-server", "simulator", "--short", *PHASE_FLAGS)
+    up = _demo(state, "up", "--host-processes", "--model-server", "simulator", "--short", *PHASE_FLAGS)
     try:
         assert up.returncode == 0, f"demo up failed:\n{up.stderr[-4000:]}"
         running = _started_pids(state)

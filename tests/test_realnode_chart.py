@@ -23,21 +23,15 @@ import pytest
 from kubernetes import client
 
 from e2e import images
+from e2e.helm import RELEASE, Helm, install_chart, uninstall_chart
 from e2e.localcluster import KubectlError, LocalCluster, close_api_client
 from hybridroute_operator.injection import BASE_URL_ENV, ROUTER_CONTAINER
 from hybridroute_router.config import CONFIGMAP_KEY
 from tests.fixtures.cluster import fresh_namespace
-from tests.fixtures.helm import CHART, Helm
 from tests.test_localcluster import eventually
-from tests.test_webhook import RELEASE, adopt_existing, helm_cluster_args
 
 pytestmark = [pytest.mark.cluster, pytest.mark.images]
 FULLNAME = f"{RELEASE}-hybridroute"
-
-
-def _repository_and_tag(image: images.Image) -> tuple[str, str]:
-    repository, tag = image.ref.rsplit(":", 1)
-    return repository, tag
 
 
 @pytest.fixture(scope="module")
@@ -49,41 +43,6 @@ def project_images(local_cluster: LocalCluster) -> dict[str, images.Image]:
     for image in built.values():
         node.import_image(image.archive)
     return built
-
-
-def install_chart(helm: Helm, cluster: LocalCluster, namespace: str, built: dict[str, images.Image]) -> None:
-    """`helm install` with the operator and router images built here; `--wait` returns once its
-    Deployment is available."""
-    operator_repository, operator_tag = _repository_and_tag(built["operator"])
-    router_repository, router_tag = _repository_and_tag(built["router"])
-    adopt_existing(cluster, namespace, "inferenceendpoints.hybridroute.io", "routingpolicies.hybridroute.io")
-    network = cluster.network
-    assert network is not None, "the session cluster runs a real node"
-    helm.run(
-        "install",
-        RELEASE,
-        str(CHART),
-        *helm_cluster_args(cluster, namespace),
-        "--set",
-        f"image.repository={operator_repository}",
-        "--set",
-        f"image.tag={operator_tag}",
-        "--set",
-        f"injection.image.repository={router_repository}",
-        "--set",
-        f"injection.image.tag={router_tag}",
-        # The operator probes only allow-listed hosts (none by default); the model servers here are
-        # reached by ClusterIP, as a platform team would allow its own Service range.
-        "--set",
-        f"probes.allowedHosts={{{network.service_cidr}}}",
-        "--wait",
-        "--timeout=240s",
-        timeout=300,
-    )
-
-
-def uninstall_chart(helm: Helm, cluster: LocalCluster, namespace: str) -> None:
-    helm.run("uninstall", RELEASE, *helm_cluster_args(cluster, namespace), "--wait", timeout=180)
 
 
 @pytest.fixture(scope="module")

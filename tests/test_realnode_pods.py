@@ -36,13 +36,12 @@ import pytest
 from kubernetes import client
 
 from e2e import images
+from e2e.helm import Helm, install_chart, uninstall_chart
 from e2e.localcluster import LocalCluster, close_api_client
 from hybridroute_operator.injection import BASE_URL_ENV, ROUTER_CONTAINER
 from hybridroute_router.config import CONFIGMAP_KEY
 from tests.fixtures.cluster import fresh_namespace
-from tests.fixtures.helm import Helm
 from tests.test_localcluster import eventually
-from tests.test_realnode_chart import install_chart, uninstall_chart
 
 pytestmark = [pytest.mark.cluster, pytest.mark.images]
 
@@ -507,20 +506,6 @@ def _active_replica(local_cluster: LocalCluster, pods: list[str]) -> str:
     return next(pod for peer, _ in peers for pod in pods if pod in peer)
 
 
-def _pids_of_pod(local_cluster: LocalCluster, uid: str) -> list[int]:
-    """The host pids of a pod's containers (cgroupfs paths carry `pod<uid>`)."""
-    node = local_cluster.node
-    assert node is not None
-    found = []
-    for pid in node.pod_pids():
-        try:
-            if f"pod{uid}" in Path(f"/proc/{pid}/cgroup").read_text():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
 def test_active_operator_replica_killed_the_other_reconciles_and_admits(
     local_cluster: LocalCluster,
     core: client.CoreV1Api,
@@ -550,7 +535,8 @@ def test_active_operator_replica_killed_the_other_reconciles_and_admits(
     node = core.list_node().items[0].metadata.name
     local_cluster.kubectl("cordon", node)
     try:
-        pids = _pids_of_pod(local_cluster, pods[victim].metadata.uid)
+        assert local_cluster.node is not None
+        pids = local_cluster.node.pod_uid_pids(pods[victim].metadata.uid)
         assert pids, f"no processes found for {victim}"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e import pki
+from e2e.helm import CHART, RELEASE, Helm, adopt_existing, helm_cluster_args
 from e2e.localcluster import KubectlError, LocalCluster
 from e2e.processes import free_port
 from hybridroute_operator.api import GROUP, POLICY_KIND, POLICY_PLURAL, VERSION
@@ -49,39 +50,15 @@ from hybridroute_router.config import (
     SecretKeyRef,
     secret_env_name,
 )
-from tests.fixtures.helm import CHART, Helm
 
 pytestmark = pytest.mark.cluster
 
-RELEASE = "hr"
 OPENAI_KEY = SecretKeyRef(name="openai", key="api-key")
 
 
 # --------------------------------------------------------------------------------------------------
 # helm install + RBAC
 # --------------------------------------------------------------------------------------------------
-
-
-def helm_cluster_args(cluster: LocalCluster, namespace: str) -> list[str]:
-    return ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
-
-
-def adopt_existing(cluster: LocalCluster, namespace: str, *names: str) -> None:
-    """Let Helm adopt CRDs that earlier tests in this session applied without Helm."""
-    for name in names:
-        try:
-            cluster.kubectl("get", "crd", name)
-        except KubectlError:
-            continue
-        cluster.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
-        cluster.kubectl(
-            "annotate",
-            "--overwrite",
-            "crd",
-            name,
-            f"meta.helm.sh/release-name={RELEASE}",
-            f"meta.helm.sh/release-namespace={namespace}",
-        )
 
 
 @pytest.fixture
