@@ -88,7 +88,9 @@ class Chart:
         if status.returncode == 0:
             return
         try:
-            helm.install_chart(runner, demo.cluster, CHART_NAMESPACE, built_images(demo))
+            # The operator reads p95 and circuit state (kubectl get ie) from the demo's Prometheus.
+            values = {"operator.prometheusURL": prometheus_url(demo)}
+            helm.install_chart(runner, demo.cluster, CHART_NAMESPACE, built_images(demo), values)
         except helm.HelmError as exc:
             raise DemoError(str(exc)) from None
         log(demo.cluster.kubectl("get", "pods", "-n", CHART_NAMESPACE, "-o", "wide"))

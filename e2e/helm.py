@@ -118,9 +118,15 @@ def _repository_and_tag(image: images.Image) -> tuple[str, str]:
     return repository, tag
 
 
-def install_chart(helm: Helm, cluster: LocalCluster, namespace: str, built: Mapping[str, images.Image]) -> None:
-    """`helm install` with the operator and router images built here; `--wait` returns once its
-    Deployment is available."""
+def install_chart(
+    helm: Helm,
+    cluster: LocalCluster,
+    namespace: str,
+    built: Mapping[str, images.Image],
+    values: Mapping[str, str] | None = None,
+) -> None:
+    """`helm install` with the operator and router images built here, plus `values` (`--set` pairs);
+    `--wait` returns once its Deployment is available."""
     operator_repository, operator_tag = _repository_and_tag(built["operator"])
     router_repository, router_tag = _repository_and_tag(built["router"])
     adopt_existing(cluster, namespace, "inferenceendpoints.hybridroute.io", "routingpolicies.hybridroute.io")
@@ -143,6 +149,7 @@ def install_chart(helm: Helm, cluster: LocalCluster, namespace: str, built: Mapp
         # reached by ClusterIP, as a platform team would allow its own Service range.
         "--set",
         f"probes.allowedHosts={{{network.service_cidr}}}",
+        *(argument for key, value in (values or {}).items() for argument in ("--set", f"{key}={value}")),
         "--wait",
         "--timeout=240s",
         timeout=300,
