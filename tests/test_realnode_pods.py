@@ -499,6 +499,36 @@ def test_fault_routine_traffic_fails_over_without_client_errors_private_gets_503
 # --------------------------------------------------------------------------------------------------
 
 
+def _wait_until_the_scheduler_honours_the_cordon(core: client.CoreV1Api, namespace: str, image: str) -> None:
+    """The scheduler reads nodes from its informer cache, so a pod created right after `kubectl
+    cordon` may still be bound to the node (seen in a CI run: the Deployment's replacement ran). A
+    throwaway pod reported Unschedulable proves the cordon has reached the scheduler."""
+
+    def unschedulable() -> bool | None:
+        probe = core.create_namespaced_pod(
+            namespace,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(generate_name="cordon-probe-"),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="probe", image=image)]),
+            ),
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = core.read_namespaced_pod(probe.metadata.name, namespace)
+                if status.spec.node_name:
+                    return None  # bound before the scheduler saw the cordon: try again
+                conditions = status.status.conditions or []
+                if any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conditions):
+                    return True
+                time.sleep(0.2)
+            return None
+        finally:
+            core.delete_namespaced_pod(probe.metadata.name, namespace, grace_period_seconds=0)
+
+    eventually(unschedulable, "the scheduler to refuse the cordoned node", 60)
+
+
 def _active_replica(local_cluster: LocalCluster, pods: list[str]) -> str:
     """The replica kopf's peering made active: the highest priority among the live peers."""
     peering = json.loads(local_cluster.kubectl("get", "clusterkopfpeering", "hybridroute", "-o", "json"))
@@ -535,6 +565,7 @@ def test_active_operator_replica_killed_the_other_reconciles_and_admits(
     node = core.list_node().items[0].metadata.name
     local_cluster.kubectl("cordon", node)
     try:
+        _wait_until_the_scheduler_honours_the_cordon(core, namespace, built["app"].ref)
         assert local_cluster.node is not None
         pids = local_cluster.node.pod_uid_pids(pods[victim].metadata.uid)
         assert pids, f"no processes found for {victim}"
