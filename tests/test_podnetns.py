@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import time
@@ -20,10 +21,10 @@ def fresh_netns() -> Iterator[Path]:
     with subprocess.Popen(["unshare", "--net", "sleep", "60"]) as holder:
         try:
             path = podnetns.netns_of(holder.pid)
-            host = Path("/proc/self/ns/net").resolve()
-            for _ in range(100):  # unshare replaces itself with sleep once the namespace exists
-                if path.resolve() != host:
-                    break
+            host = os.readlink("/proc/self/ns/net")  # "net:[inode]": the namespace's identity
+            deadline = time.monotonic() + 30
+            while os.readlink(path) == host:  # until unshare(2) has run in the child
+                assert time.monotonic() < deadline, "unshare --net never left the host's network namespace"
                 time.sleep(0.05)
             yield path
         finally:

@@ -499,7 +499,7 @@ def test_fault_routine_traffic_fails_over_without_client_errors_private_gets_503
 # --------------------------------------------------------------------------------------------------
 
 
-def _wait_until_the_scheduler_honours_the_cordon(core: client.CoreV1Api, namespace: str, image: str) -> None:
+def _wait_until_the_scheduler_honours_the_cordon(core: client.CoreV1Api, namespace: str, image: str, node: str) -> None:
     """The scheduler reads nodes from its informer cache, so a pod created right after `kubectl
     cordon` may still be bound to the node (seen in a CI run: the Deployment's replacement ran). A
     throwaway pod reported Unschedulable proves the cordon has reached the scheduler."""
@@ -509,7 +509,24 @@ def _wait_until_the_scheduler_honours_the_cordon(core: client.CoreV1Api, namespa
             namespace,
             client.V1Pod(
                 metadata=client.V1ObjectMeta(generate_name="cordon-probe-"),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="probe", image=image)]),
+                spec=client.V1PodSpec(
+                    containers=[client.V1Container(name="probe", image=image)],
+                    affinity=client.V1Affinity(
+                        node_affinity=client.V1NodeAffinity(
+                            required_during_scheduling_ignored_during_execution=client.V1NodeSelector(
+                                node_selector_terms=[
+                                    client.V1NodeSelectorTerm(
+                                        match_fields=[
+                                            client.V1NodeSelectorRequirement(
+                                                key="metadata.name", operator="In", values=[node]
+                                            )
+                                        ]
+                                    )
+                                ]
+                            )
+                        )
+                    ),
+                ),
             ),
         )
         try:
@@ -562,10 +579,11 @@ def test_active_operator_replica_killed_the_other_reconciles_and_admits(
     # survivor must wait for the victim's peering entry to expire. The pod object goes too, so the
     # kubelet does not restart the victim in place, and the node is cordoned so the Deployment's
     # replacement stays Pending: the survivor is the only replica that can take over.
-    node = core.list_node().items[0].metadata.name
+    # The replicas' own node: the session's cluster may also hold the stand-in GPU node.
+    node = pods[victim].spec.node_name
     local_cluster.kubectl("cordon", node)
     try:
-        _wait_until_the_scheduler_honours_the_cordon(core, namespace, built["app"].ref)
+        _wait_until_the_scheduler_honours_the_cordon(core, namespace, built["app"].ref, node)
         assert local_cluster.node is not None
         pids = local_cluster.node.pod_uid_pids(pods[victim].metadata.uid)
         assert pids, f"no processes found for {victim}"
