@@ -26,7 +26,6 @@ Everything but `query_spend` and `FleetBudget.run` is pure.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ from typing import Any, Literal
 import aiohttp
 
 from .config import BudgetConfig, BudgetPrometheusConfig, RouterConfig
+from .periodic import run_every
 
 log = logging.getLogger("hybridroute.router.fleetbudget")
 
@@ -243,11 +243,4 @@ class FleetBudget:
 
     async def run(self) -> None:
         """Evaluate forever, one evaluation per interval (cancel the task to stop)."""
-        while True:
-            started = asyncio.get_running_loop().time()
-            try:
-                await self.evaluate_once()
-            except Exception:  # an evaluation bug must not kill the loop that keeps budgets current
-                log.exception("fleet budget evaluation failed")
-            elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self.interval() - elapsed))
+        await run_every(self.evaluate_once, self.interval, "fleet budget evaluation")

@@ -13,7 +13,6 @@ the next evaluation, never a request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from .config import PrometheusBreakerConfig, RouterConfig
+from .periodic import run_every
 
 log = logging.getLogger("hybridroute.router.p95")
 
@@ -140,11 +140,4 @@ class P95Evaluator:
 
     async def run(self) -> None:
         """Evaluate forever, one evaluation per interval (cancel the task to stop)."""
-        while True:
-            started = asyncio.get_running_loop().time()
-            try:
-                await self.evaluate_once()
-            except Exception:  # an evaluation bug must not kill the loop that keeps breakers informed
-                log.exception("p95 evaluation failed")
-            elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self.interval() - elapsed))
+        await run_every(self.evaluate_once, self.interval, "p95 evaluation")

@@ -24,7 +24,6 @@ endpoint without a series has None for that signal, and `saturation.judge` never
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ import aiohttp
 
 from .config import RouterConfig
 from .p95 import render_query, vector_by_endpoint
+from .periodic import run_every
 from .saturation import PoolLoad
 
 log = logging.getLogger("hybridroute.router.saturation")
@@ -160,11 +160,4 @@ class SaturationFeed:
 
     async def run(self) -> None:
         """Read forever, once per interval (cancel the task to stop)."""
-        while True:
-            started = asyncio.get_running_loop().time()
-            try:
-                await self.read_once()
-            except Exception:  # a reading bug must not stop the loop; stale loads then stop counting
-                log.exception("saturation reading failed")
-            elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self.interval() - elapsed))
+        await run_every(self.read_once, self.interval, "saturation reading")
