@@ -86,7 +86,18 @@ def card_formats() -> dict[str, Generator]:
         "after a prefix (ref-)": lambda rng: "ref-" + _card(rng),
         "after a prefix (card#)": lambda rng: "card#" + _grouped(_card(rng), rng.choice([" ", "-"])),
         "then an expiry": lambda rng: f"{_grouped(_card(rng), ' ')} {rng.randint(1, 12):02d}/{rng.randint(25, 31)}",
+        "underscores": grouped("_"),
+        "no-break spaces": grouped("\u00a0"),
+        "thin spaces": grouped("\u2009"),
+        "zero-width spaces": grouped("\u200b"),
+        "fullwidth digits": lambda rng: _grouped(_card(rng), " ").translate(_FULLWIDTH),
+        "after a prefix (card:)": lambda rng: "card:" + _card(rng),
+        "after letters (cardno)": lambda rng: "cardno" + _card(rng),
     }
+
+
+_FULLWIDTH = {ord("0") + digit: 0xFF10 + digit for digit in range(10)} | {ord("+"): 0xFF0B}
+"""Fullwidth digits and plus sign (NFKC reads them as ASCII)."""
 
 
 def _ssn(rng: random.Random) -> tuple[str, str, str]:
@@ -102,6 +113,11 @@ def ssn_formats() -> dict[str, Generator]:
         "after a prefix (SSN-)": lambda rng: "SSN-" + "-".join(_ssn(rng)),
         "labelled, together (SSN: )": lambda rng: "SSN: " + "".join(_ssn(rng)),
         "labelled, together (social security number )": lambda rng: "social security number " + "".join(_ssn(rng)),
+        "underscores": lambda rng: "_".join(_ssn(rng)),
+        "slashes": lambda rng: "/".join(_ssn(rng)),
+        "after a prefix (ssn:)": lambda rng: "ssn:" + "".join(_ssn(rng)),
+        "labelled in a sentence (my SSN is )": lambda rng: "my SSN is " + "".join(_ssn(rng)),
+        "labelled in a sentence (SSN number )": lambda rng: "SSN number " + "-".join(_ssn(rng)),
     }
 
 
@@ -135,6 +151,13 @@ def email_formats() -> dict[str, Generator]:
         "spaces around @": shape(" @ ", "."),
         "fullwidth at": shape("\uff20", "."),
         "in angle brackets": lambda rng: f"<{shape('@', '.')(rng)}>",
+        "defanged [@] [.]": shape("[@]", "[.]"),
+        "@ and [.]": shape("@", "[.]"),
+        "URL-encoded %40": shape("%40", "."),
+        "HTML entity &#64;": shape("&#64;", "."),
+        "small at (U+FE6B)": shape("\ufe6b", "."),
+        "zero-width space inside": lambda rng: shape("@", ".")(rng).replace("@", "\u200b@\u200b"),
+        "internationalised domain": lambda rng: f"{_local(rng)}@{_domain(rng)[0]}ü.de",
     }
 
 
@@ -150,6 +173,9 @@ def phone_formats() -> dict[str, Generator]:
         "+44 20 7946 0958": lambda rng: f"+44 20 {_digits(rng, 4)} {_digits(rng, 4)}",
         "+49 151 12345678": lambda rng: f"+49 151 {_digits(rng, 8)}",
         "+4915112345678": lambda rng: "+49151" + _digits(rng, 8),
+        "no-break spaces": lambda rng: "+1\u00a0" + "\u00a0".join(us(rng)),
+        "fullwidth": lambda rng: ("+1 " + " ".join(us(rng))).translate(_FULLWIDTH),
+        "tel: URI": lambda rng: "tel:+1" + "".join(us(rng)),
     }
 
 
@@ -191,6 +217,21 @@ def negative_families() -> dict[str, Generator]:
         "bare domain after 'at'": lambda rng: f"docs are at {_domain(rng)[0]}.{_domain(rng)[1]}",
         "@mention": lambda rng: f"thanks @{_local(rng).replace('.', '')} for the review",
         "three numbers": lambda rng: f"{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+        "date and time": lambda rng: (
+            f"{rng.randint(1990, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            f" {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        ),
+        "European date and time": lambda rng: (
+            f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.{rng.randint(1990, 2030)}"
+            f" {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+        ),
+        "epoch milliseconds": lambda rng: str(rng.randint(1_000_000_000_000, 1_999_999_999_999)),
+        "MAC address": lambda rng: ":".join(f"{rng.getrandbits(8):02x}" for _ in range(6)),
+        "IPv6 address": lambda rng: ":".join(f"{rng.getrandbits(16):04x}" for _ in range(8)),
+        "semantic version with build": lambda rng: (
+            f"v{rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}+build.{_digits(rng, 8)}"
+        ),
+        "IBAN": lambda rng: "DE" + _digits(rng, 2) + " " + " ".join(_digits(rng, 4) for _ in range(4)) + " 00",
     }
 
 

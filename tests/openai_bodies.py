@@ -1,14 +1,19 @@
 """Hypothesis strategies for whole OpenAI request bodies, and for placing one PII value anywhere in one.
 
 `requests()` draws a chat, completions or embeddings body using the fields the API defines (messages
-with names and content parts of every type, tool calls with string or object arguments, legacy
-function calls, tools with descriptions and JSON-schema parameters, response_format json_schema,
-prediction, user, metadata, stop, logit_bias, suffix, stream with stream_options, sampling settings)
-in shapes the router accepts. Filler text is letters and spaces only, so nothing in it looks like PII.
+of every role with names and content parts of every type, assistant audio and refusals, tool calls
+with string or object arguments, legacy function calls, function and custom tools with descriptions,
+JSON-schema parameters and grammars, tool_choice in every form, response_format json_schema,
+prediction as text or parts, user, safety_identifier, prompt_cache_key, metadata, stop, logit_bias,
+web_search_options, audio, modalities, verbosity, suffix, stream with stream_options, sampling
+settings) in shapes the router accepts. Filler text is letters and spaces only, so nothing in it
+looks like PII.
 
-`PlacedPII` puts one PII value at a drawn place: replacing any string leaf a detector reads, as a
-new key or value in any object, as a JSON number, split across two text parts of one message, or in
-a client header (forwarded and scanned: x-request-id, user-agent; or dropped: x-end-user).
+`PlacedPII` puts one PII value at a drawn place: replacing any string leaf the router forwards (an
+enum-like value such as a `role` or a `service_tier` included; only the top-level `model` is
+rewritten, so never forwarded), as a new key or value in any object, as a JSON number (a new key,
+or the `seed`), as the value of a top-level setting, split across two text parts of one message, or
+in a client header (forwarded and scanned: x-request-id, user-agent; or dropped: x-end-user).
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ from typing import Any
 
 import orjson
 from hypothesis import strategies as st
-
-from hybridroute_router.content import STRUCTURAL_KEYS
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ ", min_size=1, max_size=24)
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
@@ -40,6 +43,12 @@ PII_TEXT = [
     "+4915112345678",
 ]
 PII_NUMBERS = [4111111111111111, 5500000000000004]
+SETTINGS = {
+    "chat": ["seed", "service_tier", "reasoning_effort", "verbosity", "safety_identifier", "prompt_cache_key"],
+    "completions": ["seed", "user", "service_tier"],
+    "embeddings": ["encoding_format", "user"],
+}
+"""Top-level settings the router forwards without validating them, per kind: where `setting` puts PII."""
 
 
 def schemas(depth: int = 2) -> Any:
@@ -74,6 +83,7 @@ tool_calls = st.lists(
     max_size=2,
 )
 text_part = st.fixed_dictionaries({"type": st.just("text"), "text": WORDS})
+text_parts = st.lists(text_part, min_size=1, max_size=2)
 image_part = st.fixed_dictionaries(
     {
         "type": st.just("image_url"),
@@ -106,28 +116,95 @@ user_message = st.fixed_dictionaries(
     optional={"name": NAMES},
 )
 assistant_message = st.fixed_dictionaries(
-    {"role": st.just("assistant"), "content": st.one_of(st.none(), WORDS, st.lists(text_part, min_size=1, max_size=2))},
+    {
+        "role": st.just("assistant"),
+        "content": st.one_of(
+            st.none(),
+            WORDS,
+            st.lists(st.one_of(text_part, st.fixed_dictionaries({"type": st.just("refusal"), "refusal": WORDS}))),
+        ),
+    },
     optional={
         "name": NAMES,
         "tool_calls": tool_calls,
         "function_call": st.fixed_dictionaries({"name": NAMES, "arguments": arguments}),
         "refusal": st.one_of(st.none(), WORDS),
+        "audio": st.fixed_dictionaries({"id": NAMES.map(lambda name: f"audio_{name}")}),
     },
 )
 tool_message = st.fixed_dictionaries(
-    {"role": st.just("tool"), "tool_call_id": NAMES.map(lambda name: f"call_{name}"), "content": WORDS}
+    {
+        "role": st.just("tool"),
+        "tool_call_id": NAMES.map(lambda name: f"call_{name}"),
+        "content": st.one_of(WORDS, text_parts),
+    }
 )
-tools = st.lists(
+function_tool = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries(
+            {"name": NAMES}, optional={"description": WORDS, "parameters": schemas(), "strict": st.booleans()}
+        ),
+    }
+)
+custom_tool = st.fixed_dictionaries(
+    {
+        "type": st.just("custom"),
+        "custom": st.fixed_dictionaries(
+            {"name": NAMES},
+            optional={
+                "description": WORDS,
+                "format": st.one_of(
+                    st.just({"type": "text"}),
+                    st.fixed_dictionaries(
+                        {
+                            "type": st.just("grammar"),
+                            "grammar": st.fixed_dictionaries(
+                                {"definition": WORDS, "syntax": st.sampled_from(["lark", "regex"])}
+                            ),
+                        }
+                    ),
+                ),
+            },
+        ),
+    }
+)
+tools = st.lists(st.one_of(function_tool, function_tool, custom_tool), min_size=1, max_size=2)
+tool_choices = st.one_of(
+    st.sampled_from(["auto", "none", "required"]),
+    st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": NAMES})}),
+    st.fixed_dictionaries({"type": st.just("custom"), "custom": st.fixed_dictionaries({"name": NAMES})}),
     st.fixed_dictionaries(
         {
-            "type": st.just("function"),
-            "function": st.fixed_dictionaries(
-                {"name": NAMES}, optional={"description": WORDS, "parameters": schemas(), "strict": st.booleans()}
+            "type": st.just("allowed_tools"),
+            "allowed_tools": st.fixed_dictionaries(
+                {
+                    "mode": st.sampled_from(["auto", "required"]),
+                    "tools": st.lists(
+                        st.fixed_dictionaries(
+                            {"type": st.just("function"), "function": st.fixed_dictionaries({"name": NAMES})}
+                        ),
+                        min_size=1,
+                        max_size=2,
+                    ),
+                }
             ),
         }
     ),
-    min_size=1,
-    max_size=2,
+)
+web_search_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "search_context_size": st.sampled_from(["low", "medium", "high"]),
+        "user_location": st.fixed_dictionaries(
+            {
+                "type": st.just("approximate"),
+                "approximate": st.fixed_dictionaries(
+                    {}, optional={"city": WORDS, "country": st.just("DE"), "region": WORDS, "timezone": WORDS}
+                ),
+            }
+        ),
+    },
 )
 response_formats = st.one_of(
     st.just({"type": "text"}),
@@ -143,6 +220,8 @@ response_formats = st.one_of(
 )
 COMMON = {
     "user": WORDS,
+    "safety_identifier": WORDS,
+    "prompt_cache_key": WORDS,
     "metadata": st.dictionaries(NAMES, WORDS, max_size=3),
     "stop": st.one_of(WORDS, st.lists(WORDS, min_size=1, max_size=3)),
     "logit_bias": st.dictionaries(st.integers(0, 50_000).map(str), st.integers(-100, 100), max_size=3),
@@ -157,7 +236,14 @@ COMMON = {
 stream_fields = st.one_of(
     st.just({}),
     st.just({"stream": False}),
-    st.fixed_dictionaries({"stream": st.just(True)}, optional={"stream_options": st.just({"include_usage": True})}),
+    st.fixed_dictionaries(
+        {"stream": st.just(True)},
+        optional={
+            "stream_options": st.fixed_dictionaries(
+                {}, optional={"include_usage": st.booleans(), "include_obfuscation": st.booleans()}
+            )
+        },
+    ),
 )
 
 
@@ -168,17 +254,15 @@ def chat_bodies(draw: st.DrawFn) -> dict[str, Any]:
     optional = {
         **COMMON,
         "tools": tools,
-        "tool_choice": st.one_of(
-            st.sampled_from(["auto", "none", "required"]),
-            st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": NAMES})}),
-        ),
+        "tool_choice": tool_choices,
         "functions": st.lists(
             st.fixed_dictionaries({"name": NAMES}, optional={"description": WORDS, "parameters": schemas()}),
             min_size=1,
             max_size=2,
         ),
+        "function_call": st.one_of(st.sampled_from(["auto", "none"]), st.fixed_dictionaries({"name": NAMES})),
         "response_format": response_formats,
-        "prediction": st.fixed_dictionaries({"type": st.just("content"), "content": WORDS}),
+        "prediction": st.fixed_dictionaries({"type": st.just("content"), "content": st.one_of(WORDS, text_parts)}),
         "max_completion_tokens": st.integers(1, 256),
         "logprobs": st.booleans(),
         "top_logprobs": st.integers(0, 5),
@@ -188,6 +272,9 @@ def chat_bodies(draw: st.DrawFn) -> dict[str, Any]:
         "reasoning_effort": st.sampled_from(["low", "medium", "high"]),
         "modalities": st.just(["text"]),
         "audio": st.fixed_dictionaries({"voice": st.just("alloy"), "format": st.just("wav")}),
+        "verbosity": st.sampled_from(["low", "medium", "high"]),
+        "prompt_cache_retention": st.sampled_from(["in-memory", "24h"]),
+        "web_search_options": web_search_options,
     }
     body = draw(st.fixed_dictionaries({"model": st.just("auto"), "messages": st.just(messages)}, optional=optional))
     return {**body, **draw(stream_fields)}
@@ -229,17 +316,16 @@ def requests() -> Any:
 
 
 def text_leaves(body: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Paths to every string a detector reads (not under a structural key, not the model)."""
+    """Paths to every string the router forwards: all of them but the top-level `model` (rewritten)."""
     found: list[tuple[Any, ...]] = []
     if isinstance(body, dict):
         for key, value in body.items():
-            if key in STRUCTURAL_KEYS and not isinstance(value, dict | list):
-                continue
-            found.extend(text_leaves(value, (*path, key)))
+            if path or key != "model":
+                found.extend(text_leaves(value, (*path, key)))
     elif isinstance(body, list):
         for index, value in enumerate(body):
             found.extend(text_leaves(value, (*path, index)))
-    elif isinstance(body, str) and not (path and path[-2:-1] and path[-2] in STRUCTURAL_KEYS):
+    elif isinstance(body, str):
         found.append(path)
     return found
 
@@ -283,7 +369,9 @@ def placed_pii(draw: st.DrawFn, with_pii: bool = True) -> PlacedPII:
     placed = PlacedPII(kind, body)
     if not with_pii:
         return placed
-    where = draw(st.sampled_from(["leaf", "leaf", "leaf", "new-key", "new-value", "number", "split", "header"]))
+    where = draw(
+        st.sampled_from(["leaf", "leaf", "leaf", "new-key", "new-value", "number", "setting", "split", "header"])
+    )
     value = draw(st.sampled_from(PII_TEXT))
     placed.value, placed.where, placed.in_forwarded_part = value, where, True
     leaves = text_leaves(body)
@@ -309,6 +397,14 @@ def placed_pii(draw: st.DrawFn, with_pii: bool = True) -> PlacedPII:
         target = _at(body, draw(st.sampled_from(objects(body))))
         target[draw(NAMES)] = draw(st.sampled_from(PII_NUMBERS))
         placed.value = None  # a JSON number: checked by the socket byte count, not by a string search
+    elif where == "setting":  # a top-level setting's value: forwarded as sent, whatever the API expects there
+        setting = draw(st.sampled_from(SETTINGS[kind]))
+        if setting == "seed":
+            body["seed"] = draw(st.sampled_from(PII_NUMBERS))
+            placed.value = None
+        else:
+            body[setting] = value
+        placed.where = f"setting:{setting}"
     elif where == "header":
         forwarded = draw(st.booleans())
         name = draw(st.sampled_from(["x-request-id", "user-agent"] if forwarded else ["x-end-user", "x-customer"]))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hybridroute_router.config import EndpointConfig, PrivacyConfig, RegexDetector, RouterConfig
-from hybridroute_router.content import STRUCTURAL_KEYS, readable_content
+from hybridroute_router.content import readable_content
 from hybridroute_router.profile import build_profile
 from hybridroute_router.proxy import FORWARDED_CLIENT_HEADERS, upstream_headers
 
@@ -88,6 +88,37 @@ LOCATIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("a field OpenAI has not defined yet", "chat", chat(future_field={"deep": [{"deeper": EMAIL}]})),
     ("card number sent as a JSON number", "chat", chat(metadata={"card": 4111111111111111})),
     ("phone split across prompt strings", "completions", {"model": "auto", "prompt": ["+1 (555) 12", "3-4567"]}),
+    # Values of the API's enum-like and numeric settings are forwarded as sent, so they are read too.
+    ("card number as the seed", "chat", chat(seed=4111111111111111)),
+    ("card number as a completion's n", "completions", {"model": "m", "prompt": "hi", "n": 4111111111111111}),
+    ("a message role", "chat", chat({"role": EMAIL, "content": "hi"})),
+    ("service_tier", "chat", chat(service_tier=EMAIL)),
+    ("reasoning_effort", "chat", chat(reasoning_effort=EMAIL)),
+    ("audio voice", "chat", chat(audio={"voice": EMAIL, "format": "wav"})),
+    ("modalities", "chat", chat(modalities=["text", EMAIL])),
+    ("a content part's type", "chat", chat(user([{"type": EMAIL, "text": "hi"}]))),
+    ("embeddings encoding_format", "embeddings", {"model": "auto", "input": "hi", "encoding_format": EMAIL}),
+    ("a model key inside metadata", "chat", chat(metadata={"model": EMAIL})),
+    ("a type key inside metadata", "chat", chat(metadata={"type": EMAIL})),
+    ("stream_options", "chat", chat(stream_options={"include_usage": EMAIL})),
+    (
+        "tool arguments as JSON text with an escaped at sign",
+        "chat",
+        chat(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"to": "jane\\u0040example.com"}'},
+                    }
+                ],
+            }
+        ),
+    ),
+    ("a JSON-schema format", "chat", chat(tools=[function_tool(parameters={"type": "string", "format": EMAIL})])),
 ]
 
 
@@ -102,26 +133,24 @@ def test_pii_anywhere_in_the_body_makes_the_request_sensitive(kind: Any, body: d
     assert any(reason.startswith("detector:") for reason in profile.sensitive_reasons)
 
 
-def test_structural_fields_are_not_scanned_but_their_objects_are() -> None:
+def test_every_forwarded_value_is_read_and_only_the_rewritten_model_is_not() -> None:
     found = readable_content(
         {
-            "model": "4111111111111111",
+            "model": "4111111111111111",  # replaced by the endpoint's model before sending
             "seed": 4111111111111111,
             "temperature": 0.5,
-            "messages": [{"role": "user", "content": "hi"}],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"schema": {"properties": {"type": {"title": "x"}}}},
-            },
+            "messages": [{"role": "developer", "content": "hi"}],
+            "metadata": {"model": "5555555555554444"},
+            "response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"type": {}}}}},
         }
     )
-    assert "4111111111111111" not in found.texts
-    assert "0.5" not in found.texts
-    assert {"hi", "x"} <= set(found.texts)
-    assert {"role", "model", "seed"} <= STRUCTURAL_KEYS
+    assert "4111111111111111" in found.texts  # from the seed, not the model
+    assert {"developer", "hi", "5555555555554444", "json_schema", "0.5"} <= set(found.texts)
+    assert found.texts.count("4111111111111111") == 1
+    assert not {"model", "role", "type", "seed", "properties"} & set(found.texts)  # the API's field names
 
 
-def test_a_new_setting_is_scanned_unless_listed_as_structural() -> None:
+def test_a_new_setting_is_scanned() -> None:
     found = readable_content({"model": "m", "brand_new_setting": "value"})
     assert "value" in found.texts
 
@@ -142,7 +171,8 @@ def test_deep_nesting_does_not_exhaust_the_stack() -> None:
         ("chat", chat(user([{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}])), "image"),
         ("chat", chat(user([{"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}])), "audio"),
         ("chat", chat(user([{"type": "file", "file": {"file_id": "file-1"}}])), "file"),
-        ("chat", chat(user(), metadata={"blob": "data:text/plain;base64,amFuZUBleGFtcGxlLmNvbQ=="}), "base64"),
+        ("chat", chat(user(), metadata={"blob": "data:application/octet-stream;base64,AAEC"}), "base64"),
+        ("chat", chat(user(), metadata={"blob": " DATA:Application/Octet-Stream;BASE64,AAEC"}), "base64"),
     ],
 )
 def test_content_the_detectors_cannot_read_fails_closed_by_default(kind: Any, body: Any, unreadable: str) -> None:
@@ -151,6 +181,22 @@ def test_content_the_detectors_cannot_read_fails_closed_by_default(kind: Any, bo
     assert not build_profile(kind, body, {}, ignore).sensitive
     no_detectors = config(PrivacyConfig())  # nothing is scanned, so nothing is unreadable
     assert not build_profile(kind, body, {}, no_detectors).sensitive
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "data:text/plain;base64,amFuZS5kb2VAZXhhbXBsZS5jb20=",
+        "data:;base64,amFuZS5kb2VAZXhhbXBsZS5jb20=",
+        "Data:Text/Plain;Base64,amFuZS5kb2VAZXhhbXBsZS5jb20=",
+        "data:application/json;charset=utf-8;base64,eyJ0byI6ICJqYW5lLmRvZUBleGFtcGxlLmNvbSJ9",
+    ],
+)
+def test_base64_text_is_decoded_and_read(url: str) -> None:
+    ignore = config(PrivacyConfig(builtin_detectors=["email"], unreadable_content="ignore"))
+    body = chat(user([{"type": "text", "text": "see"}, {"type": "file", "file": {"file_data": url}}]))
+    assert build_profile("chat", body, {}, ignore).sensitive_reasons == ("detector:email",)
+    assert build_profile("chat", chat(metadata={"blob": url}), {}, config()).sensitive_reasons == ("detector:email",)
 
 
 def test_mixed_prompt_scans_strings_and_notes_token_ids() -> None:

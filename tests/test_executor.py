@@ -15,6 +15,7 @@ import pytest
 
 from e2e.upstream_sim import Fault
 from hybridroute_router.executor import retry_after_seconds, structured_output_valid
+from hybridroute_router.upstream import Timeouts
 from tests.fixtures.upstreams import endpoint, free_port, router_config
 
 ROUTINE = [{"role": "user", "content": "Say hello."}]
@@ -353,13 +354,7 @@ async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
     )
     running = router(config, clock=clock)
 
-    async def open_local_breaker() -> str:
-        breaker = running.app.executor.breakers.get("local-a")
-        breaker.record_failure("5xx", breaker.admit())
-        clock.now += 100
-        return breaker.state
-
-    assert background_loop.run(open_local_breaker()) == "half-open"
+    assert background_loop.run(half_open_after_a_failure(running, clock, 100)) == "half-open"
     client = async_sdk_client(running, timeout=30)
 
     async def ask(text: str, private: bool) -> str:
@@ -399,3 +394,111 @@ async def test_half_open_local_gets_at_most_half_open_probes_public_requests(
 async def breaker_state(running: Any) -> str:
     state: str = running.app.executor.breakers.get("local-a").state
     return state
+
+
+def test_ttft_bounds_only_a_streams_first_chunk_not_the_pauses_after_it(
+    upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    """A generating stream pauses between tokens: each pause longer than ttftMs is no reason to cut it."""
+    local = upstream_sim("local", ttft_ms=10, chunk_interval_ms=400, chunks=3)
+    cloud = upstream_sim("cloud")
+    running = router(two_tier(local, cloud, slo={"ttftMs": 150, "requestTimeoutMs": 10_000}))
+
+    with sdk_client(running).chat.completions.with_streaming_response.create(
+        model="auto", messages=ROUTINE, stream=True
+    ) as raw:
+        lines = [line for line in raw.iter_lines() if line]
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert lines[-1] == "data: [DONE]"
+    assert not any('"error"' in line for line in lines)
+    assert cloud.requests == []
+
+
+@pytest.mark.parametrize("kind", ["completions", "embeddings"])
+def test_every_non_streaming_kind_slower_than_ttft_is_not_cut(
+    kind: str, upstream_sim: Any, router: Any, sdk_client: Any
+) -> None:
+    local, cloud = upstream_sim("local"), upstream_sim("cloud")
+    local.fail_next(Fault(kind="slow", delay_ms=600))  # headers, and all of the answer, after 600 ms
+    running = router(two_tier(local, cloud, slo={"ttftMs": 150, "requestTimeoutMs": 10_000}))
+    client = sdk_client(running)
+
+    if kind == "completions":
+        raw: Any = client.completions.with_raw_response.create(model="auto", prompt="Say hello.")
+    else:
+        raw = client.embeddings.with_raw_response.create(model="auto", input="hello")
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert raw.headers["x-hybridroute-attempts"] == "1"
+    assert cloud.requests == []
+
+
+@pytest.mark.parametrize(
+    ("stream", "budget_ms", "expected"),
+    [
+        (False, None, Timeouts(2.0, 120.0, 120.0)),
+        (True, None, Timeouts(2.0, 10.0, 120.0)),
+        (False, 500, Timeouts(0.5, 0.5, 0.5)),
+        (True, 30_000, Timeouts(2.0, 10.0, 30.0)),
+    ],
+)
+def test_attempt_deadlines_follow_how_servers_answer(stream: bool, budget_ms: int | None, expected: Timeouts) -> None:
+    """Non-streaming: the first byte is the last, so only the total bounds it; streams: ttft, then the total."""
+    from hybridroute_router.config import SLOConfig
+    from hybridroute_router.executor import attempt_timeouts
+
+    assert attempt_timeouts(SLOConfig(), stream, budget_ms) == expected
+
+
+class FailingOnce:
+    """The real aiohttp transport, except that its first send raises what no handler expects (a bug)."""
+
+    def __init__(self) -> None:
+        from hybridroute_router.upstream import AiohttpTransport
+
+        self.inner = AiohttpTransport()
+        self.failures_left = 1
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def send(self, request: Any) -> Any:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("a bug below the executor")
+        return await self.inner.send(request)
+
+
+def test_an_attempt_that_raises_gives_back_its_concurrency_slot_and_probe_slot(
+    upstream_sim: Any, router: Any, sdk_client: Any, background_loop: Any
+) -> None:
+    """After a 500 from a bug mid-attempt, the endpoint's only slot and only probe slot are free again."""
+    local = upstream_sim("local")
+    config = router_config(
+        endpoint("local-a", local, maxConcurrency=1), circuitBreaker={"consecutiveFailures": 1, "halfOpenProbes": 1}
+    )
+    clock = ManualClock()
+    running = router(config, transport=FailingOnce(), clock=clock)
+
+    assert background_loop.run(half_open_after_a_failure(running, clock, 1000)) == "half-open"
+    client = sdk_client(running, max_retries=0)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="auto", messages=ROUTINE)
+
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=ROUTINE)
+
+    assert raw.headers["x-hybridroute-endpoint"] == "local-a"
+    assert running.app.executor.limiter.in_flight("local-a") == 0
+    assert background_loop.run(breaker_state(running)) == "closed"  # the second request was the probe
+
+
+async def half_open_after_a_failure(running: Any, clock: Any, wait_s: float, name: str = "local-a") -> str:
+    """Open `name`'s breaker with one 5xx, let `wait_s` pass on the manual clock; the breaker's state."""
+    breaker = running.app.executor.breakers.get(name)
+    breaker.record_failure("5xx", breaker.admit())
+    clock.now += wait_s
+    return str(breaker.state)

@@ -13,9 +13,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 
-from hybridroute_router.config import CONFIGMAP_KEY, ConfigError, SecretKeyRef, secret_env_name
+from hybridroute_router.config import CONFIGMAP_KEY, ConfigError, SecretKeyRef, parse_config, secret_env_name
 from hybridroute_router.loader import ConfigHolder, ConfigMapSource, FileSource, load_config_file
 from hybridroute_router.secrets import SECRETS_DIR_ENV, MissingApiKey, resolve_api_key
 from tests.fixtures.upstreams import endpoint, router_config
@@ -258,3 +260,145 @@ async def test_configmap_source_run_ends_with_the_error_when_its_thread_dies() -
     source = DyingWatch("team-a", "policy", ConfigHolder())
     with pytest.raises(RuntimeError, match="watch thread died"):
         await asyncio.wait_for(source.run(), 10)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+VALID = {
+    "modelAliases": ["auto"],
+    "endpoints": [endpoint("local-a", "http://127.0.0.1:9/v1", maxContextTokens=4096)],
+    "privacy": {"detectors": [{"name": "ticket", "pattern": "T-[0-9]+"}]},
+    "circuitBreaker": {"halfOpenProbes": 2, "prometheus": {"url": "http://127.0.0.1:9090"}},
+    "slo": {"ttftMs": 1000},
+    "budget": {"dailyUsd": 1.0},
+}
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in `node` a value sits at (dict keys and list indexes)."""
+    found = [prefix]
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found += paths(child, (*prefix, key))
+    return found
+
+
+@given(data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_any_wrong_value_anywhere_is_a_refusal_never_a_crash(data: st.DataObject) -> None:
+    """A random value at a random place of a valid document (or the whole document): refused or served, nothing else."""
+    import copy
+
+    holder = ConfigHolder()
+    assert holder.offer(VALID, "test")
+    good = holder.current
+    mutated: Any = copy.deepcopy(VALID)
+    where = data.draw(st.sampled_from(paths(VALID)))
+    value = data.draw(JSON_VALUES)
+    if where:
+        parent = mutated
+        for key in where[:-1]:
+            parent = parent[key]
+        parent[where[-1]] = value
+    else:
+        mutated = value
+    encoded = orjson.dumps(mutated, option=orjson.OPT_NON_STR_KEYS) if data.draw(st.booleans()) else None
+    try:
+        accepted = holder.offer(encoded if encoded is not None else mutated, "test")
+    except TypeError:  # offer() is typed for mappings and text: a non-mapping object is the caller's bug
+        assume(not isinstance(mutated, dict) and encoded is None)
+        return
+    assert accepted in (True, False)
+    if not accepted:
+        assert holder.current is good
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe{not utf-8",
+        b'{"endpoints": "\xed\xa0\x80"}',
+        b"[]",
+        b'["endpoints"]',
+        b"null",
+        b"42",
+        b'"text"',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"endpoints": [], "modelAliases": {"$ne": 1}}',
+        b'{"privacy": {"detectors": [{"name": "d", "pattern": "' + b"(" * 3000 + b"a" + b")" * 3000 + b'"}]}}',
+        b'{"privacy": {"detectors": [{"name": "d", "pattern": "a{1001}"}]}}',
+        b'{"privacy": {"detectors": [{"name": "d", "pattern": "(?<=a)b"}]}}',
+        b'{"slo": {"ttftMs": 1e400}}',
+        b'{"slo": {"ttftMs": NaN}}',
+    ],
+    ids=[
+        "invalid-utf8",
+        "lone-surrogate",
+        "empty-list",
+        "list",
+        "null",
+        "number",
+        "string",
+        "lists-100k-deep",
+        "objects-100k-deep",
+        "operator-injection",
+        "regex-3000-deep",
+        "regex-repeat-over-re2-cap",
+        "regex-lookbehind",
+        "overflowing-number",
+        "nan",
+    ],
+)
+def test_every_bad_document_is_a_config_error_and_keeps_the_last_good(raw: bytes) -> None:
+    holder = ConfigHolder()
+    refusals: list[str] = []
+    holder.on_refused(lambda _source, reason: refusals.append(reason))
+    assert holder.offer(VALID, "test")
+    good = holder.current
+
+    assert holder.offer(raw, "test") is False
+
+    assert holder.current is good
+    assert len(refusals) == 1
+    with pytest.raises(ConfigError):
+        parse_config(raw)
+
+
+def test_a_yaml_file_whose_aliases_expand_beyond_reason_is_refused_at_once(tmp_path: Path) -> None:
+    """A "billion laughs" file: ten lines, 10^9 values once expanded: refused before anything walks them.
+
+    (The file is checked on the event loop; whatever would walk the expanded tree, validation of a
+    free-form field or the config hash, would stall the router.)
+    """
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]" for level in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join([*levels, "endpoints: *a8", ""]))
+    holder, source, _, refusals = watched(tmp_path, document("auto"))
+    assert source.check() is True
+
+    rewrite(source.path, path.read_text())
+
+    assert source.check() is False
+    assert "expands to more than" in refusals[-1]
+    assert holder.current is not None
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config_file(path)
+
+
+def test_yaml_anchors_of_an_ordinary_config_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(
+        "defaults: &local {type: local, baseURL: 'http://127.0.0.1:9/v1', maxContextTokens: 4096}\n"
+        "endpoints:\n"
+        "  - {<<: *local, name: local-a, model: a}\n"
+        "  - {<<: *local, name: local-b, model: b}\n"
+    )
+    document_read = yaml.safe_load(path.read_text())
+    document_read.pop("defaults")
+    path.write_text(yaml.safe_dump(document_read))
+    assert [endpoint.name for endpoint in load_config_file(path).endpoints] == ["local-a", "local-b"]

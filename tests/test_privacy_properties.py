@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -318,7 +319,7 @@ SOCKET_EXAMPLES = int(os.environ.get("HYBRIDROUTE_PRIVACY_EXAMPLES", "250"))
 SLO = {"ttftMs": 250, "requestTimeoutMs": 500, "connectTimeoutMs": 500}
 SLOW_MS = 900  # past both deadlines above
 LOCALS = ("local-a", "local-b")
-BEHAVIOURS = ["ok", "ok", "5xx", "redirect", "slow", "reset", "invalid-json"]
+BEHAVIOURS = ["ok", "ok", "5xx", "4xx", "redirect", "slow", "reset", "invalid-json", "cut"]
 PRIVACY_HEADER_VALUES = ["private", "restricted", "true", "1", "public, private", "internal", ""]
 
 
@@ -326,10 +327,12 @@ def _fault(behaviour: str, redirect_to: str, status: int) -> Fault | None:
     return {
         "ok": None,
         "5xx": Fault(status=status),
+        "4xx": Fault(status=404 if status % 2 else 401),
         "redirect": Fault(kind="redirect", status=307 if status % 2 else 308, location=redirect_to),
         "slow": Fault(kind="slow", delay_ms=SLOW_MS),
         "reset": Fault(kind="reset"),
         "invalid-json": Fault(kind="garbage"),
+        "cut": Fault(kind="drop_mid_stream", after_chunks=1),  # a stream cut after its first chunk
     }[behaviour]
 
 
@@ -436,9 +439,15 @@ def test_no_byte_of_a_private_request_reaches_the_cloud_socket(
         st.lists(st.sampled_from(PRIVACY_HEADER_VALUES), max_size=2),
         st.fixed_dictionaries({name: st.sampled_from(BEHAVIOURS) for name in LOCALS}),
         st.sampled_from([500, 502, 503]),
+        st.one_of(st.none(), st.floats(0, 0.4)),
     )
     def one_request(
-        document: dict[str, Any], placed: PlacedPII, header_values: list[str], behaviour: dict[str, str], status: int
+        document: dict[str, Any],
+        placed: PlacedPII,
+        header_values: list[str],
+        behaviour: dict[str, str],
+        status: int,
+        swap_after_s: float | None,
     ) -> None:
         hash_before = running.holder.current.config_hash if running.holder.current else ""
         assert background_loop.run(reload(document))
@@ -456,8 +465,30 @@ def test_no_byte_of_a_private_request_reaches_the_cloud_socket(
             or (document["privacy"].get("unreadableContent") != "ignore" and _unreadable(placed.kind, placed.body))
         )
         received, connections = len(cloud.received), cloud.connections
+        swap = None
+        if swap_after_s is not None:  # while the request is in flight, its local endpoints become cloud ones
+            swapped = {
+                **document,
+                "endpoints": [
+                    {**entry, "type": "cloud", "baseURL": cloud.base_url} if entry["name"] in LOCALS else entry
+                    for entry in document["endpoints"]
+                ],
+            }
+            swapped_at: list[float] = []
+
+            def reload_swapped() -> None:
+                swapped_at.append(swap_after_s)
+                background_loop.run(reload(swapped))
+
+            swap = threading.Timer(swap_after_s, reload_swapped)
+            swap.start()
 
         code, response_headers, answer = _post(running.url, path, placed.body, headers)
+
+        if swap is not None:
+            swap.cancel()  # not yet fired: the request was quicker
+            swap.join()
+            seen["reloads racing the request (locals become cloud)"] += bool(swapped_at)
 
         sent_to_cloud = bytes(cloud.received[received:])
         if placed.value is not None:
@@ -469,6 +500,9 @@ def test_no_byte_of_a_private_request_reaches_the_cloud_socket(
             if code == 200:
                 assert served_by in LOCALS
                 seen["private served locally"] += 1
+            elif code == 400:  # a value the router validates (a JSON schema's type, say): refused before routing
+                assert orjson.loads(answer)["error"]["type"] == "invalid_request_error", answer
+                seen["private refused as invalid (400)"] += 1
             else:
                 assert code == 503, answer
                 assert orjson.loads(answer)["error"]["code"] == "private_no_local"
@@ -490,6 +524,7 @@ def test_no_byte_of_a_private_request_reaches_the_cloud_socket(
     if SOCKET_EXAMPLES >= 100:  # the strategies must keep reaching every case that matters
         for outcome in ("private served locally", "private refused (503 private_no_local)", "public to the cloud"):
             assert seen[outcome] > 0, report
-        for kind in ("redirect", "slow", "reset", "invalid-json", "5xx"):
+        for kind in ("redirect", "slow", "reset", "invalid-json", "5xx", "4xx", "cut"):
             assert seen[f"local behaviour:{kind}"] > 0, report
         assert seen["reloads"] > 0, report
+        assert seen["reloads racing the request (locals become cloud)"] > 0, report

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from hybridroute_router import pii
 from hybridroute_router.config import (
     ComplexityConfig,
     EndpointConfig,
@@ -172,6 +173,11 @@ def test_privacy_header_matches_case_insensitively() -> None:
         ([("X-Hybridroute-Privacy", " PUBLIC ")], False),
         ([("x-hybridroute-privacy", "public"), ("x-hybridroute-privacy", "Public")], False),
         ([("x-other", "private")], False),
+        ([("x-hybridroute-privacy", '"public"')], True),  # quoted: not the word public
+        ([("x-hybridroute-privacy", "public;q=1")], True),
+        ([("x-hybridroute-privacy", "public,")], True),  # an empty member is unknown, so private
+        ([("x-hybridroute-privacy", "\uff50ublic")], True),  # a look-alike letter
+        ([("x-hybridroute-privacy", "\tpublic\t")], False),
     ],
 )
 def test_privacy_header_reads_every_occurrence_and_value_and_fails_closed(
@@ -259,6 +265,34 @@ def test_detectors_scan_tool_call_arguments_prompts_and_embedding_inputs() -> No
         ("nationalId", "Social Security Number 123456789", True),
         ("nationalId", "order 123456789", False),  # nine digits without a label
         ("nationalId", "tag 12-123-45-6789", False),  # part of a longer dashed run
+        # Other members of the issue's classes: separators, prefixes, obfuscations, look-alikes.
+        ("card", "4111_1111_1111_1111", True),  # underscores
+        ("card", "4111\u00a01111\u00a01111\u00a01111", True),  # no-break spaces
+        ("card", "4111\u20091111\u20091111\u20091111", True),  # thin spaces
+        ("card", "card:4111111111111111", True),
+        ("card", "cardno4111111111111111", True),
+        ("card", "sent at 1718035200000 ms", False),  # epoch milliseconds: 13 digits starting with 1
+        ("card", "IBAN DE89 3704 0044 0532 0130 00", False),
+        ("card", "tag 41_1111_1111_1111_11", False),  # a tag's grouping with underscores
+        ("nationalId", "123_45_6789", True),
+        ("nationalId", "123/45/6789", True),
+        ("nationalId", "my SSN is 123456789", True),
+        ("nationalId", "SSN number: 123-45-6789", True),
+        ("nationalId", "SSN#123456789", True),
+        ("email", "jane[@]example[.]com", True),  # defanged
+        ("email", "jane@example[.]com", True),
+        ("email", "jane(@)example.com", True),
+        ("email", "https://x.test/?u=jane.doe%40example.com", True),  # URL-encoded
+        ("email", "jane&#64;example.com", True),  # HTML entities
+        ("email", "jane&#x40;example.com", True),
+        ("email", "jane&commat;example.com", True),
+        ("email", "jane@b\u00fccher.de", True),  # an internationalised domain
+        ("email", "100%40 of the time", False),
+        ("phone", "logged at 2024-01-15 10:30:00", False),  # a date and time
+        ("phone", "am 15.01.2024 10:30 Uhr", False),
+        ("phone", "on 01/15/2024 10:30", False),
+        ("phone", "call 555.123.4567", True),
+        ("phone", "call tel:+15551234567", True),
     ],
 )
 def test_builtin_detectors(detector: Any, text: str, found: bool) -> None:
@@ -298,14 +332,11 @@ def test_detector_sets_are_cached_per_privacy_content() -> None:
     assert detectors_for(PrivacyConfig(builtin_detectors=["card"])) is not first
 
 
-def test_long_digit_runs_scan_quickly() -> None:
-    import time
-
+@pytest.mark.timeout(120)  # a hang guard for catastrophic backtracking, not a speed assertion (bench/ measures speed)
+def test_long_digit_runs_are_not_taken_for_pii() -> None:
     detectors = detectors_for(PrivacyConfig(builtin_detectors=["email", "phone", "card", "nationalId"]))
     text = "7" * 200_000 + " " + "a" * 200_000
-    started = time.perf_counter()
     assert detectors.scan([text]) == ()
-    assert time.perf_counter() - started < 1.0
 
 
 def test_complexity_signals_add_up_and_cap_at_one() -> None:
@@ -331,3 +362,12 @@ def test_latency_budget_header() -> None:
     with pytest.raises(ProfileError) as caught:
         build_profile("chat", chat("hi"), {"x-hybridroute-latency-budget-ms": "soon"}, config())
     assert caught.value.param == "x-hybridroute-latency-budget-ms"
+
+
+@pytest.mark.parametrize("unit", ["%40", "a[@]", "a dot ", "x@y.", "&#64;"])
+def test_email_sites_close_together_are_read_as_one_stretch(unit: str) -> None:
+    """A text of nothing but at signs (or worded dots) is read once, not once per sign (that was
+    quadratic: seconds for a 300 kB body on the event loop)."""
+    text = unit * 50_000
+    assert len(list(pii.EMAIL_SITES.finditer(text))) == 1
+    assert detectors_for(PrivacyConfig(builtin_detectors=["email"])).scan([text + " jane@example.com"])

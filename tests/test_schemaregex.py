@@ -57,6 +57,12 @@ def test_regex_keywords_keep_their_json_schema_meaning(schema: dict[str, Any], i
         {"type": "string", "pattern": "(?=x)x"},
         {"patternProperties": {"^(a)\\1$": {}}},
         {"patternProperties": {"^x-": {}}, "unevaluatedProperties": False},
+        # jsonschema collects "evaluated" keys with `re` through every applicator, not only next door
+        {"unevaluatedProperties": False, "allOf": [{"patternProperties": {"^(a+)+$": {}}}]},
+        {"unevaluatedProperties": False, "$ref": "#/$defs/keys", "$defs": {"keys": {"patternProperties": {"^x": {}}}}},
+        {"unevaluatedProperties": False, "if": {"patternProperties": {"^x": {}}}, "then": {}},
+        {"unevaluatedProperties": False, "dependentSchemas": {"a": {"patternProperties": {"^x": {}}}}},
+        {"properties": {"o": {"anyOf": [{"patternProperties": {"^x": {}}}], "unevaluatedProperties": False}}},
     ],
 )
 def test_schemas_re2_cannot_check_are_left_unchecked(schema: dict[str, Any]) -> None:
@@ -74,6 +80,23 @@ def test_catastrophic_pattern_is_checked_in_linear_time() -> None:
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+NESTED_EVIL = {"type": "object", "unevaluatedProperties": False, "allOf": [{"patternProperties": {"^(a+)+$": {}}}]}
+NESTED_EVIL_ANSWER = {"a" * 64 + "!": 1}
+"""The catastrophic pattern reached through `allOf`: matched against the answer's keys."""
+
+
+def test_catastrophic_pattern_behind_an_applicator_cannot_hang_the_check() -> None:
+    """A hang guard in a child process, as above: the key search must never reach Python's `re`."""
+    program = textwrap.dedent(
+        f"""
+        from hybridroute_router.executor import structured_output_valid
+        print(structured_output_valid({answer(NESTED_EVIL_ANSWER)!r}, {NESTED_EVIL!r}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "True"  # left unchecked: the router cannot judge it safely
 
 
 def test_router_answers_a_local_reply_steered_at_a_catastrophic_pattern(

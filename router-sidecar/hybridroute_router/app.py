@@ -26,8 +26,8 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Protocol
 
 import aiohttp
 import orjson
@@ -36,7 +36,7 @@ from .admission import LocalAdmission
 from .asgi import Message, Receive, Scope, Send, respond
 from .breaker import BreakerRegistry, CircuitBreaker
 from .budget import SpendTracker
-from .clientchecks import check_decision_fits, check_output_tokens, check_response_schema
+from .clientchecks import check_fits_a_window, check_output_tokens, check_request_schemas, request_schemas
 from .config import RouterConfig
 from .errors import (
     BadRequest,
@@ -252,21 +252,7 @@ class RouterApp:
         return self.holder.current, self.executor.breakers.snapshot()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response_started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._route(scope, receive, tracked_send)
-        except Exception as exc:
-            # A bug must not leak request content: no message, no traceback text (either may quote the
-            # client's body or schema), only the exception's type and where it was raised.
-            log.error("internal error", extra={"error": type(exc).__name__, "at": _raised_at(exc)})
-            if not response_started:
-                await respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
+        await guarded(self._route, scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -318,7 +304,6 @@ class RouterApp:
             client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
             body, profile = await self._parse(kind, scope, receive, client_headers, config)
             decision = self._decide(profile, config, breakers)
-            check_decision_fits(profile, decision)
             if decision.private and any(rejection.filter == "privacy" for rejection in decision.rejected):
                 self.metrics.observe_privacy_block(policy, "kept-local" if decision.candidates else "rejected")
             for rejection in decision.rejected:
@@ -381,8 +366,9 @@ class RouterApp:
         client_headers: Sequence[tuple[str, str]],
         config: RouterConfig,
     ) -> tuple[dict[str, Any], RequestProfile]:
-        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
-        profile = _checked_profile(kind, body, client_headers, config)
+        raw = await _read_body(scope, receive, self.max_body_bytes)
+        body = _json_body(raw)
+        profile = await _checked_profile(kind, body, client_headers, config, body_bytes=len(raw))
         if profile.model not in config.model_aliases:
             available = ", ".join(config.model_aliases)
             raise ModelNotFound(
@@ -413,15 +399,38 @@ class RouterApp:
         """The decision for a request body, without sending it: no prompt text in the answer."""
         config, breakers = self._snapshot()
         config = _ready(config)
-        body = _json_body(await _read_body(scope, receive, self.max_body_bytes))
+        raw = await _read_body(scope, receive, self.max_body_bytes)
+        body = _json_body(raw)
         kind: Kind = "chat"
         if isinstance(body, dict) and "messages" not in body:
             kind = "completions" if "prompt" in body else "embeddings" if "input" in body else "chat"
         client_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        profile = _checked_profile(kind, body, client_headers, config)
+        profile = await _checked_profile(kind, body, client_headers, config, body_bytes=len(raw))
         decision = self._decide(profile, config, breakers)
-        check_decision_fits(profile, decision)
         return orjson.dumps(explanation(profile, decision, config, self.budget_exhausted(config)))
+
+
+async def guarded(
+    handler: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run an HTTP handler; a bug in it is an OpenAI-shaped 500 (if nothing was sent yet), never uvicorn's plain text.
+
+    A bug must not leak request content: no message, no traceback text (either may quote the client's
+    body or schema), only the exception's type and where it was raised are logged.
+    """
+    response_started = False
+
+    async def tracked_send(message: Message) -> None:
+        nonlocal response_started
+        response_started = response_started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await handler(scope, receive, tracked_send)
+    except Exception as exc:
+        log.error("internal error", extra={"error": type(exc).__name__, "at": _raised_at(exc)})
+        if not response_started:
+            await respond(send, 500, error_body("internal router error", "server_error", "internal_error"))
 
 
 def _json_body(raw: bytes) -> Any:
@@ -431,17 +440,32 @@ def _json_body(raw: bytes) -> Any:
         raise BadRequest("request body is not valid JSON") from None
 
 
-def _checked_profile(
-    kind: Kind, body: Any, client_headers: Sequence[tuple[str, str]], config: RouterConfig
+PROFILE_IN_THREAD_BYTES: Final = 256 * 1024
+"""From this body size on, the profile (the detectors read every string) is built in a worker thread:
+megabytes of text take the detectors seconds, and the event loop serves every other request meanwhile.
+Smaller bodies are profiled inline, where a thread hop would cost more than the scan."""
+
+
+async def _checked_profile(
+    kind: Kind, body: Any, client_headers: Sequence[tuple[str, str]], config: RouterConfig, *, body_bytes: int
 ) -> RequestProfile:
-    """The request's profile, after the checks that make a client's mistake a 400 before routing."""
+    """The request's profile, after the checks that make a client's mistake a 400 before routing.
+
+    The client's schemas are checked in a worker thread: a large one takes jsonschema a while, and the
+    event loop serves every other request meanwhile; so is the profile of a large body.
+    """
     try:
-        profile = build_profile(kind, body, client_headers, config)
+        if body_bytes >= PROFILE_IN_THREAD_BYTES:
+            profile = await asyncio.to_thread(build_profile, kind, body, client_headers, config)
+        else:
+            profile = build_profile(kind, body, client_headers, config)
     except ProfileError as exc:
         raise BadRequest(exc.message, param=exc.param) from None
-    if profile.json_schema is not None:
-        check_response_schema(profile.json_schema)
+    schemas = request_schemas(body, profile.json_schema)
+    if schemas:
+        await asyncio.to_thread(check_request_schemas, schemas)
     check_output_tokens(profile, body, config)
+    check_fits_a_window(profile, config)
     return profile
 
 

@@ -108,6 +108,7 @@ def serve(app: RouterApp, api: tuple[str, int], ops: tuple[str, int], log_level:
         "loop": "uvloop",
         "http": "httptools",
         "workers": 1,
+        "ws": "none",  # no WebSocket on either listener: an upgrade request is plain HTTP (a 404/405 in OpenAI's shape)
         "access_log": False,  # the router logs one decision line per request instead
         "log_config": None,
         "log_level": log_level,

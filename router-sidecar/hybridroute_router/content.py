@@ -9,15 +9,19 @@ detector must see, so a field OpenAI adds tomorrow is scanned by default:
   legacy `function_call`, tools with their names, descriptions and JSON-schema parameters,
   `response_format` schemas, `prediction`, `user`, `metadata`, `stop`, `suffix`, embeddings
   `input`, ...; one detector pass reads them all (detectors.py joins them);
+- JSON `\\uXXXX` escapes left inside a string (tool arguments are JSON text) read decoded as well;
 - the concatenation of the strings and text parts in one array, so a value split across two parts
   of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole;
-- except the scalar values (or arrays of scalars) under `STRUCTURAL_KEYS`: enum-like fields and
-  numeric settings that carry no user data and that the upstream validates (role, type, model,
-  temperature, seed, ...). Objects and arrays under those keys are still walked.
+- the values of enum-like fields and numeric settings too (`role`, `type`, `service_tier`,
+  `seed`, ...): a value is read because it is forwarded, whatever the API says it should hold (a
+  card number as a `seed`, an address as a nested `role`). Only the top-level `model`
+  (`REWRITTEN_KEYS`) is not: the router replaces it before sending, so the client's value never
+  leaves.
 
 Content the detectors cannot read is reported by kind in `unreadable` (never its value):
 `token-ids` (completions `prompt` / embeddings `input` as token ids), `image`, `audio` and `file`
-parts, and `base64` data URLs. What that means for the privacy decision is the policy's
+parts, and base64 `data:` URLs other than text (a text/plain, JSON or XML one is decoded and read).
+What that means for the privacy decision is the policy's
 `privacy.unreadableContent` (see profile.py).
 
 The walk uses an explicit stack, so a deeply nested body cannot exhaust Python's recursion limit.
@@ -25,16 +29,24 @@ The walk uses an explicit stack, so a deeply nested body cannot exhaust Python's
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-STRUCTURAL_KEYS: Final = frozenset(
+REWRITTEN_KEYS: Final = frozenset({"model"})
+"""Top-level keys whose value never leaves: the router replaces it (`model` becomes the endpoint's own
+model, proxy.py) before sending, so it is not read. Every other value is, since every other value is
+forwarded: an enum-like field (`role`, `service_tier`, `voice`) or a numeric setting (`seed`) holds
+whatever the client put there until the upstream validates it, and by then it has left."""
+
+FIELD_NAMES: Final = frozenset(
     {
-        # enum-like strings
         "role",
         "type",
         "object",
-        "model",  # rewritten to the endpoint's own model before sending: the client's value never leaves
+        "model",
         "finish_reason",
         "encoding_format",
         "reasoning_effort",
@@ -44,7 +56,6 @@ STRUCTURAL_KEYS: Final = frozenset(
         "voice",
         "modalities",
         "verbosity",
-        # numeric and boolean settings
         "stream",
         "include_usage",
         "strict",
@@ -64,12 +75,6 @@ STRUCTURAL_KEYS: Final = frozenset(
         "parallel_tool_calls",
         "store",
         "index",
-    }
-)
-"""Keys whose scalar values (or arrays of scalars) are not scanned. Everything else is."""
-
-FIELD_NAMES: Final = STRUCTURAL_KEYS | frozenset(
-    {
         "messages",
         "content",
         "name",
@@ -112,10 +117,17 @@ FIELD_NAMES: Final = STRUCTURAL_KEYS | frozenset(
         "logit_bias",
     }
 )
-"""Object keys that are the API's own field names: not scanned as text (their values are)."""
+"""Object keys that are the API's own field names: a fixed name holds no user data, so it is not read as
+text. Their values are read like any other."""
 
 TOKEN_ID_FIELDS: Final = ("prompt", "input")
 """Top-level fields that may hold token ids instead of text (completions, embeddings)."""
+
+_JSON_ESCAPE: Final = re.compile(r"\\u([0-9a-fA-F]{4})")
+"""A JSON `\\uXXXX` escape left in a string, as in `tool_calls[].function.arguments` (JSON text)."""
+
+_TEXT_MEDIA_TYPES: Final = frozenset({"", "application/json", "application/xml", "application/x-ndjson"})
+"""Media types of base64 `data:` URLs read as text (an empty one means text/plain)."""
 
 _PART_KINDS: Final = {
     "image_url": "image",
@@ -144,17 +156,24 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
     for key, value in body.items():
         if key not in FIELD_NAMES:
             texts.append(key)
+        if key in REWRITTEN_KEYS:
+            continue
         if key in TOKEN_ID_FIELDS and isinstance(value, int | list):
             value = _without_token_ids(value, found)
-        if key in STRUCTURAL_KEYS and _scalar_or_scalars(value):
-            continue
         stack.append(value)
     while stack:
         value = stack.pop()
         if isinstance(value, str):
             texts.append(value)
-            if value.startswith("data:") and ";base64," in value[:256]:
-                found.unreadable.add("base64")
+            if "\\u" in value:  # JSON text inside a string (tool arguments): read its escapes decoded too
+                texts.append(_JSON_ESCAPE.sub(lambda escape: chr(int(escape.group(1), 16)), value))
+            head = value[:256].lstrip().lower()  # a URL scheme is case-insensitive: DATA: is data:
+            if head.startswith("data:") and ";base64," in head:
+                decoded = _decoded_text(value.lstrip())
+                if decoded is None:
+                    found.unreadable.add("base64")
+                else:
+                    texts.append(decoded)
         elif isinstance(value, dict):
             part_type = value.get("type")
             if isinstance(part_type, str) and part_type in _PART_KINDS:
@@ -162,8 +181,6 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
             for key, item in value.items():
                 if key not in FIELD_NAMES:
                     texts.append(key)  # a client's own key (metadata, schema properties) may be PII
-                if key in STRUCTURAL_KEYS and _scalar_or_scalars(item):
-                    continue
                 stack.append(item)
         elif isinstance(value, list):
             joined = [_text_of(item) for item in value]
@@ -182,6 +199,20 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
     return found
 
 
+def _decoded_text(data_url: str) -> str | None:
+    """The text of a base64 `data:` URL whose media type is text (text/*, JSON, XML), else None."""
+    header, _, payload = data_url.partition(",")
+    media_type = header[len("data:") :].split(";", 1)[0].strip().lower()
+    if not (
+        media_type.startswith("text/") or media_type in _TEXT_MEDIA_TYPES or media_type.endswith(("+json", "+xml"))
+    ):
+        return None
+    try:
+        return base64.b64decode(payload, validate=False).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
 def _text_of(item: Any) -> str | None:
     """A string item, or a text part's text (what a split value is joined from)."""
     if isinstance(item, str):
@@ -190,12 +221,6 @@ def _text_of(item: Any) -> str | None:
         text = item.get("text")
         return text if isinstance(text, str) else None
     return None
-
-
-def _scalar_or_scalars(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(not isinstance(item, dict | list) for item in value)
-    return not isinstance(value, dict)
 
 
 def _is_token_id(item: Any) -> bool:

@@ -53,7 +53,7 @@ class Detector:
 
 
 BUILTIN_DETECTORS: dict[BuiltinDetector, Detector] = {
-    "email": Detector("email", pii.EMAIL_SITE, pii.is_email_site, pii.may_hold_email, joinable=True),
+    "email": Detector("email", pii.EMAIL_SITES, pii.is_email_site, pii.may_hold_email, joinable=True),
     "phone": Detector("phone", pii.PHONE, pii.is_phone, pii.has_digit, joinable=True),
     "card": Detector("card", pii.CARD, pii.is_card, pii.has_digit, joinable=True),
     "nationalId": Detector("nationalId", pii.NATIONAL_ID, pii.is_ssn, pii.has_digit, joinable=True),

@@ -9,7 +9,8 @@ For each candidate, in the decision's order:
    failures: recorded on the breaker, then failed over when `fallback.onStatus` lists the kind
    (garbage counts as 5xx). A 429 whose Retry-After is within `fallback.maxRetryAfterSeconds` is
    honoured by waiting and retrying the same endpoint once; a longer or missing one moves on.
-   A 4xx other than 429 is the client's fault: passed through, no failover, breaker unharmed.
+   A 4xx other than 429 is the client's fault: passed through, no failover, breaker unharmed;
+   except for a private request, which only a local 2xx answers (the next local is tried, then 5.).
 3. Structured output: a non-streaming JSON-schema answer from a local endpoint is validated when
    `fallback.validateStructuredOutput` is on. Invalid: the same endpoint is asked once more, then the
    next candidate. When no candidate is left (always the case for a private request, whose
@@ -106,7 +107,8 @@ class Served:
 @dataclass(slots=True)
 class _Failure:
     kind: str
-    """5xx, 429, timeout, connect, invalid, or unusable (no key: not the endpoint's fault)."""
+    """5xx, 429, timeout, connect, invalid, unusable (no key: not the endpoint's fault), or 4xx (a
+    local's answer to a private request, which it alone may answer)."""
     detail: str
     retry_after_s: float | None = None
 
@@ -301,14 +303,30 @@ class Executor:
             trail.attempts += 1
             trail.attempted.append((endpoint.name, location_of(endpoint)))
             sent_at = self.clock()
-            outcome = await self._attempt(request, endpoint, timeouts, breaker, permit)
+            try:
+                outcome = await self._attempt(request, endpoint, timeouts, breaker, permit)
+            except BaseException:  # a bug or a cancellation: no verdict, but never a leaked slot
+                self.limiter.release(endpoint.name)
+                breaker.release(permit)
+                raise
             trail.upstream_wait_s += self.clock() - sent_at
             if isinstance(outcome, _Stream):
                 return self._commit_stream(request, candidate, outcome, trail, sent_at, breaker, permit)
             self.limiter.release(endpoint.name)
+            if isinstance(outcome, _Answer) and request.decision.private and outcome.status >= 300:
+                # One refusal contract: a private request is answered by a local 2xx or refused with the
+                # 503. A local 4xx (a model it does not serve, an auth it wants) is that endpoint's
+                # refusal; the next local may take the request. The breaker saw no failure.
+                trail.last_failure = _Failure("4xx", f"{outcome.status} from upstream")
+                trail.failures.append(f"{endpoint.name}: {outcome.status} from upstream")
+                index += 1
+                continue
             if isinstance(outcome, _Answer):
                 check = validate and endpoint.is_local and 200 <= outcome.status < 300
-                if check and not structured_output_valid(orjson.loads(outcome.body), request.profile.json_schema or {}):
+                # In a worker thread: jsonschema needs a while for a large client schema, and the event
+                # loop serves every other request meanwhile.
+                schema = request.profile.json_schema or {}
+                if check and not await asyncio.to_thread(structured_output_valid, orjson.loads(outcome.body), schema):
                     outcome.schema_valid = False
                     invalid_answer = (candidate, outcome)
                     trail.failures.append(f"{endpoint.name}: structured output failed schema validation")

@@ -7,7 +7,10 @@ be introduced by a config reload without losing track of requests already runnin
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+
+log = logging.getLogger("hybridroute.router.limiter")
 
 
 class ConcurrencyLimiter:
@@ -27,7 +30,11 @@ class ConcurrencyLimiter:
         return True
 
     def release(self, endpoint: str) -> None:
-        self._in_flight[endpoint] = max(0, self._in_flight[endpoint] - 1)
+        """Give a slot back. Releasing more than was taken is a bug: logged, and the count stays at 0."""
+        if self._in_flight[endpoint] <= 0:
+            log.error("in-flight slot released twice; count kept at 0", extra={"endpoint": endpoint})
+            return
+        self._in_flight[endpoint] -= 1
 
     def in_flight(self, endpoint: str) -> int:
         return self._in_flight.get(endpoint, 0)

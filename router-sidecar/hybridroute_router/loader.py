@@ -42,6 +42,10 @@ SwapListener = Callable[[RouterConfig], None]
 RefusalListener = Callable[[str, str], None]
 
 
+MAX_CONFIG_VALUES = 1_000_000
+"""Values a standalone config file may expand to; real configs hold thousands at most."""
+
+
 class ConfigHolder:
     """The config being served, plus the listeners told about swaps and refusals."""
 
@@ -95,7 +99,28 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} does not parse: {type(exc).__name__}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path} must hold a mapping")
+    if _expands_beyond(document, MAX_CONFIG_VALUES):
+        raise ConfigError(f"{path} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases nested in aliases?)")
     return document
+
+
+def _expands_beyond(document: Any, limit: int) -> bool:
+    """True when `document`, with every YAML alias expanded, holds more than `limit` values.
+
+    A few lines of nested aliases (a "billion laughs" file) load as a small graph of shared objects,
+    but validation walks the expanded tree: counted here first, stopping at `limit`.
+    """
+    count, stack = 0, [document]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def load_config_file(path: Path) -> RouterConfig:

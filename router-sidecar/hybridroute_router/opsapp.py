@@ -12,7 +12,7 @@ request body, reaches an upstream or explains a decision: every other path is a 
 
 from __future__ import annotations
 
-from .app import RouterApp
+from .app import RouterApp, guarded
 from .asgi import Receive, Scope, Send, respond
 from .errors import MethodNotAllowed, NotFound, RouterError
 
@@ -26,6 +26,9 @@ class OpsApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # run with lifespan off: the API listener owns the router's lifespan
+        await guarded(self._route, scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         try:
             if path not in ("/metrics", "/healthz", "/readyz"):

@@ -29,18 +29,24 @@ from typing import Final
 
 _AT = r"(?:\s*[@\uff20]\s*|\s*[\[({<]\s*at\s*[\])}>]\s*)"
 _DOT = r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
-_LABEL = r"[A-Za-z0-9-]+"
+_LABEL = r"[\w-]+"
 EMAIL: Final = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+"
-    rf"(?:{_AT}{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[A-Za-z]{{2,}}"  # a real or bracketed at, any dots
-    rf"|\s+at\s+{_LABEL}(?:\s+dot\s+{_LABEL})*\s+dot\s+[A-Za-z]{{2,}})"  # a worded at needs worded dots
-    r"(?![A-Za-z0-9-])",
+    r"(?<![\w.%+-])[\w.%+-]+"
+    rf"(?:{_AT}{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[^\W\d_]{{2,}}"  # a real or bracketed at, any dots
+    rf"|\s+at\s+{_LABEL}(?:\s+dot\s+{_LABEL})*\s+dot\s+[^\W\d_]{{2,}})"  # a worded at needs worded dots
+    r"(?![\w-])",
     re.IGNORECASE,
 )
-EMAIL_SITE: Final = re.compile(r"[@\uff20]|[\[({<]\s*[aA][tT]\s*[\])}>]|\s[dD][oO][tT]\s")
-"""Where an address can be: an at sign, a bracketed at, a worded dot. Rare in prose, so the e-mail
-detector searches for these and runs the full pattern only around them."""
+_ENCODED_AT: Final = re.compile(r"%40|&#0*64;|&#[xX]0*40;|&commat;|[\[({<]@[\])}>]")
+"""An at sign URL-encoded, as an HTML entity or defanged (`[@]`): read as `@` before `EMAIL` runs."""
+_DEFANGED_DOT: Final = re.compile(r"[\[({<]\.[\])}>]")
 _EMAIL_WINDOW: Final = 256
+_SITE = r"[@\uff20]|%40|&#0*64;|&#[xX]0*40;|&commat;|[\[({<]\s*[aA][tT]\s*[\])}>]|\s[dD][oO][tT]\s"
+EMAIL_SITES: Final = re.compile(rf"(?:{_SITE})(?:(?s:.){{0,{2 * _EMAIL_WINDOW}}}?(?:{_SITE}))*")
+"""Where an address can be: an at sign (also encoded), a bracketed at, a worded dot; rare in prose.
+One match is a cluster of such sites less than two windows apart, so the full `EMAIL` pattern reads
+each stretch of text once however many sites it holds (a window per site was quadratic in a text of
+nothing but at signs)."""
 _BRACKETED_AT: Final = re.compile(r"[\[({<]\s*[aA][tT]\s*[\])}>]")
 _WORDED_DOT: Final = re.compile(r"\s[dD][oO][tT]\s")
 
@@ -54,8 +60,15 @@ PHONE: Final = re.compile(
     r"(?![\w-])"
 )
 _DOTTED_QUAD: Final = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)\d\d"
+_DATE: Final = re.compile(
+    rf"{_YEAR}([-./]){_MONTH}\1{_DAY}(?!\d)|{_DAY}([-./]){_MONTH}\2{_YEAR}(?!\d)|{_MONTH}([-./]){_DAY}\3{_YEAR}(?!\d)"
+)
+"""A calendar date (ISO, European or US order) at the start of a phone-shaped run: a timestamp."""
+_TIME_AFTER: Final = re.compile(r":\d\d")
+_IBAN_HEAD: Final = re.compile(r"[A-Z]{2}\d{2}[ ]$")
 
-_SEPARATOR = r"(?:[./-]|[ \t]{1,3})"
+_SEPARATOR = r"(?:[./_-]|[ \t]{1,3})"
 CARD: Final = re.compile(
     r"\d(?<!\d\d)"
     r"(?:\d{12,18}(?!\d)"  # written together
@@ -64,13 +77,14 @@ CARD: Final = re.compile(
     r"|\d{6}(?P=sep)\d{4,5})"  # Amex 4-6-5, Diners 4-6-4
     r"(?!\d))"
 )
-_JOINERS: Final = "-./"
+_JOINERS: Final = "-./_"
 """Separators that make a digit run one token (a tag, an id); spaces and tabs between numbers do not."""
 
 NATIONAL_ID: Final = re.compile(
     r"[\dSs]"  # one leading character class, so the engine skips ahead fast
-    r"(?:(?<=\d)(?<!\d\d)\d\d(?P<sep>[- .])\d\d(?P=sep)\d{4}(?!\d)"  # AAA-GG-SSSS
-    r"|(?<![A-Za-z][Ss])(?i:sn|ocial\s+security(?:\s+(?:number|no\.?|#))?)[\s#:.-]{0,3}\d{9}(?!\d))"  # SSN: 123456789
+    r"(?:(?<=\d)(?<!\d\d)\d\d(?P<sep>[- ._/])\d\d(?P=sep)\d{4}(?!\d)"  # AAA-GG-SSSS
+    r"|(?<![A-Za-z][Ss])(?i:sn|ocial\s+security)"  # SSN: 123456789, my SSN is 123456789
+    r"(?i:\s+(?:number|num|no\.?|is|was|=|\#)){0,2}[\s#:.=-]{0,3}\d{9}(?!\d))"
 )
 _DIGIT: Final = re.compile(r"\d")
 
@@ -116,10 +130,14 @@ def _inside_longer_run(match: re.Match[str], joiners: str, end: int | None = Non
 
 
 def _card_number(digits: str) -> bool:
+    if digits[0] == "1" and len(digits) != 15:
+        return False  # UATP numbers have 15 digits; a 13-digit epoch in milliseconds is not one
     return 13 <= len(digits) <= 19 and card_issuer_prefix(digits) and luhn_valid(digits)
 
 
 def is_card(match: re.Match[str]) -> bool:
+    if _IBAN_HEAD.search(match.string, max(0, match.start() - 5), match.start()):
+        return False  # the groups of an IBAN (DE89 3704 0044 0532 0130 00), not a card
     separator = match.group("sep")
     candidate = match.group()
     joiners = separator if separator is not None and separator in _JOINERS else _JOINERS
@@ -137,6 +155,8 @@ def is_phone(match: re.Match[str]) -> bool:
     candidate = match.group()
     if _inside_longer_run(match, _JOINERS) or _DOTTED_QUAD.fullmatch(candidate):
         return False  # a longer dashed tag, or an IPv4 address
+    if _DATE.match(candidate) or _TIME_AFTER.match(match.string, match.end()):
+        return False  # a date and time: 2024-01-15 10:30:00, 15.01.2024 10:30
     return 10 <= len(_digits(candidate)) <= 15
 
 
@@ -153,17 +173,21 @@ def has_digit(text: str) -> bool:
 
 
 def may_hold_email(text: str) -> bool:
-    """Cheap precondition: an at sign, a bracketed at or a worded dot (each a fast scan on its own)."""
+    """Cheap precondition: an at sign (also encoded), a bracketed at or a worded dot (each a fast scan)."""
     return (
         "@" in text
         or "\uff20" in text
+        or "%40" in text
+        or "&#" in text
+        or "&commat;" in text
         or _BRACKETED_AT.search(text) is not None
         or _WORDED_DOT.search(text) is not None
     )
 
 
 def is_email_site(match: re.Match[str]) -> bool:
-    """An address in the text around an `EMAIL_SITE` match."""
+    """An address in the text around an `EMAIL_SITES` cluster, encoded at signs and dots decoded."""
     text = match.string
     window = text[max(0, match.start() - _EMAIL_WINDOW) : match.end() + _EMAIL_WINDOW]
+    window = _DEFANGED_DOT.sub(".", _ENCODED_AT.sub("@", window))
     return EMAIL.search(window) is not None

@@ -6,9 +6,12 @@ pattern exclusions of `additionalProperties` with Python's backtracking `re`, so
 `{"pattern": "(a+)+$"}` plus an answer the client steers towards "aaaa…!" would stall the router's
 event loop, and every request with it. Here those keywords run on RE2 (`regexengine`): linear time.
 
-What RE2 cannot take (look-around, backreferences), and `unevaluatedProperties` next to
-`patternProperties` (jsonschema matches those with `re` internally), cannot be checked safely:
-`validator_for` returns None and the caller treats the answer as unchecked.
+What RE2 cannot take (look-around, backreferences), and a schema with both `unevaluatedProperties`
+and `patternProperties` anywhere in it, cannot be checked safely: `validator_for` returns None and
+the caller treats the answer as unchecked. jsonschema decides which properties are "evaluated" with
+`re.search` over every `patternProperties` it reaches from the `unevaluatedProperties` node, through
+`allOf`/`anyOf`/`oneOf`, `$ref`, `if`/`then`/`else` and `dependentSchemas`; tracing those paths is
+jsonschema's business, so any such pair in one schema is refused whole.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def validator_for(schema: Mapping[str, Any]) -> Validator | None:
 
 def _patterns_safe(schema: Mapping[str, Any]) -> bool:
     stack: list[Any] = [schema]
+    unevaluated = pattern_properties_seen = False
     while stack:
         node = stack.pop()
         if isinstance(node, list):
@@ -51,9 +55,11 @@ def _patterns_safe(schema: Mapping[str, Any]) -> bool:
         patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
         pattern_properties = node.get("patternProperties")
         if isinstance(pattern_properties, dict):
-            if "unevaluatedProperties" in node:
-                return False
+            pattern_properties_seen = True
             patterns.extend(pattern_properties)
+        unevaluated = unevaluated or "unevaluatedProperties" in node
+        if unevaluated and pattern_properties_seen:
+            return False  # jsonschema would match these with `re` (see the module docstring)
         try:
             for pattern in patterns:
                 _compiled(pattern)
