@@ -438,3 +438,12 @@ def test_operator_prometheus_url_reaches_the_operator_only_when_set(helm: Helm) 
     assert "HYBRIDROUTE_PROMETHEUS_URL" not in default_env
     with pytest.raises(AssertionError, match="prometheusURL"):
         helm.template(set_values={"operator.prometheusURL": "prometheus:9090"})
+
+
+def test_the_chart_refuses_one_port_for_the_router_api_and_its_metrics(helm: Helm) -> None:
+    """The sidecar refuses to start with one port for both listeners: say so at install, not in every app pod."""
+    values = {"injection.port": "8041", "injection.metricsPort": "8041", "metrics.podMonitor.enabled": "true"}
+    result = helm.run(*helm.template_args(set_values=values), check=False)
+
+    assert result.returncode != 0
+    assert "injection.port and injection.metricsPort must differ" in result.stderr

@@ -176,6 +176,16 @@ def test_privacy_detection_without_a_local_endpoint_only_warns() -> None:
     assert compile_policy(policy_for(["a"]), {"a": endpoint("a", LOCAL)}).warnings == []
 
 
+def test_a_p95_query_that_reads_every_namespace_is_warned_about() -> None:
+    endpoints = {"a": endpoint("a", LOCAL)}
+    unscoped = {"url": "http://prometheus:9090", "query": 'max by (endpoint) (p95{policy="$policy"})'}
+    compiled = compile_policy(policy_for(["a"], circuitBreaker={"prometheus": unscoped}), endpoints)
+    assert len(compiled.warnings) == 1
+    assert "$namespace" in compiled.warnings[0]
+    default_query = {"url": "http://prometheus:9090"}
+    assert compile_policy(policy_for(["a"], circuitBreaker={"prometheus": default_query}), endpoints).warnings == []
+
+
 def test_config_map_is_owned_by_the_policy_and_carries_the_hash() -> None:
     compiled = compile_policy(sample_policy(), sample_endpoints())
     manifest = config_map(policy_owner("default", "apps", "uid-1"), compiled.config)

@@ -147,6 +147,9 @@ def test_the_operator_probes_only_allowed_hosts_and_reports_generic_outcomes(
     kube.create(
         ENDPOINT_PLURAL, "nxdomain", {"type": "local", "local": {"url": "http://gone.invalid/v1", "model": "m"}}
     )
+    # The same host spelled so that only the HTTP client's URL parser reads it as 127.0.0.1.
+    idna = url.replace("127.0.0.1", "127\u30020\u30020\u30021")
+    kube.create(ENDPOINT_PLURAL, "idna", {"type": "local", "local": {"url": idna, "model": "m"}})
 
     eventually(
         lambda: kube.condition_is(ENDPOINT_PLURAL, "nxdomain", "Ready", "False", "EndpointUnreachable"), "unreachable"
@@ -157,4 +160,93 @@ def test_the_operator_probes_only_allowed_hosts_and_reports_generic_outcomes(
         lambda: kube.condition_is(ENDPOINT_PLURAL, "scan", "Ready", "False", "ProbeNotAllowed"), "ProbeNotAllowed"
     )
     assert "probes.allowedHosts" in (kube.condition(ENDPOINT_PLURAL, "scan", "Ready") or {})["message"]
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "idna", "Ready", "False", "ProbeNotAllowed"), "ProbeNotAllowed"
+    )
     assert hits == [], "a host outside the allow-list was contacted"
+
+
+LOOPBACK_SPELLINGS = [
+    "127\u30020\u30020\u30021",  # ideographic full stops: a URL parser's IDNA step makes them dots
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # fullwidth digits
+    "2130706433",  # one decimal number
+    "0x7f.1",  # hex, short form
+    "0177.0.0.1",  # octal
+    "127.1",  # short form
+    "[::ffff:127.0.0.1]",  # IPv4-mapped IPv6
+    "[::ffff:7f00:1]",
+    "localhost.",  # a name, trailing dot
+    "10.0.0.1@127.0.0.1",  # userinfo that looks like an allowed host
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+async def test_no_spelling_of_a_host_outside_the_list_reaches_it(
+    counting_server: tuple[str, list[str]], host: str
+) -> None:
+    url, hits = counting_server
+    port = url.split(":")[2].split("/")[0]
+    outcome = await probe_server(f"http://{host}:{port}/v1", allow=AllowList.parse(["10.0.0.0/8"]), timeout_seconds=2)
+    assert outcome in (Outcome.NOT_ALLOWED, Outcome.UNREACHABLE)
+    assert hits == [], f"{host} reached a host outside the allow-list"
+
+
+@pytest.mark.parametrize(
+    ("entries", "url"),
+    [
+        (["::/0"], "http://[::ffff:127.0.0.1]/v1"),  # an IPv6 grant never admits an IPv4 host
+        (["ollama.lab.example"], "ftp://ollama.lab.example/v1"),  # http and https only
+        (["ollama.lab.example"], "http://ollama.lab.example@127.0.0.1/v1"),
+        (["169.254.0.0/16"], "file://169.254.169.254/latest"),
+    ],
+)
+def test_allow_list_decides_on_the_address_actually_connected_to(entries: list[str], url: str) -> None:
+    assert AllowList.parse(entries).allows_url(url) is False
+
+
+def test_an_ipv4_mapped_address_is_judged_as_the_ipv4_address() -> None:
+    assert AllowList.parse(["10.0.0.0/8"]).allows_url("http://[::ffff:10.1.2.3]:8000/v1") is True
+
+
+@pytest.fixture
+def redirecting_server(counting_server: tuple[str, list[str]]) -> Iterator[str]:
+    """An allowed host (127.0.0.2) that answers every GET with a redirect to the counting server."""
+    target, _ = counting_server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target + "/models")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.2:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_a_redirect_from_an_allowed_host_is_not_followed(
+    redirecting_server: str, counting_server: tuple[str, list[str]]
+) -> None:
+    _, hits = counting_server
+    outcome = await probe_server(redirecting_server, allow=AllowList.parse(["127.0.0.2/32"]), timeout_seconds=2)
+    assert outcome is Outcome.ANSWERED, "the allowed host answered (with a redirect)"
+    assert hits == [], "the redirect to a host outside the allow-list was followed"
+
+
+async def test_a_name_outside_the_list_reads_the_same_whether_it_resolves_or_not(
+    models_server: tuple[str, dict[str, float]],
+) -> None:
+    """No DNS oracle: otherwise status would tell whoever creates endpoints which internal names exist."""
+    url, settings = models_server
+    allow = AllowList.parse(["10.0.0.0/8"])
+    resolves = await probe_server(url.replace("127.0.0.1", "localhost"), allow=allow, timeout_seconds=2)
+    does_not = await probe_server("http://nothing.invalid:8080/v1", allow=allow, timeout_seconds=2)
+    assert resolves is does_not is Outcome.NOT_ALLOWED
+    assert settings["hits"] == 0

@@ -10,6 +10,7 @@ operator, with that Prometheus, must put the fast p95 into the test namespace's 
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -21,8 +22,10 @@ import pytest
 
 from e2e.upstream_sim import UpstreamSim
 from hybridroute_operator.api import ENDPOINT_PLURAL
-from hybridroute_router.config import PrometheusBreakerConfig
+from hybridroute_router.config import BudgetConfig, PrometheusBreakerConfig
+from hybridroute_router.fleetbudget import spend_query
 from hybridroute_router.p95 import parse_query_result, render_query
+from hybridroute_router.saturationfeed import QUERIES as SATURATION_QUERIES
 from tests.fixtures.operator import Kube, eventually
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.upstreams import RunningRouter, endpoint, router_config
@@ -72,3 +75,30 @@ def test_same_named_policies_in_two_namespaces_keep_their_p95_apart(
         return int(found) if found else None
 
     assert eventually(status_p95, "p95 in the endpoint's status", timeout=60) < 100
+
+
+METRIC = re.compile(r"\b((?:hybridroute_|vllm:|llamacpp:)[A-Za-z0-9_:]*)(\{[^}]*\})?")
+
+
+def policy_queries(namespace: str) -> dict[str, str]:
+    """Every PromQL query the routers and the operator render for one policy of `namespace`."""
+    queries = {
+        f"saturation {signal}": render_query(template, "default", "1m", namespace=namespace)
+        for signal, template in SATURATION_QUERIES.items()
+    }
+    queries["p95 breaker (default)"] = render_query(
+        PrometheusBreakerConfig().query, "default", "1m", namespace=namespace
+    )
+    for scope in ("policy", "namespace"):
+        budget = BudgetConfig.model_validate({"scope": scope, "daily_usd": 1, "prometheus": {"url": "http://p:9090"}})
+        queries[f"budget {scope}"] = spend_query(budget, namespace, "default", 0.0, 3600.0)
+    return queries
+
+
+def test_every_series_a_policy_reads_is_filtered_by_its_namespace() -> None:
+    """Not one selector may read another tenant's series: an `or` branch without the filter would."""
+    for what, query in policy_queries("team-a").items():
+        selectors = METRIC.findall(query)
+        assert selectors, what
+        for metric, matchers in selectors:
+            assert 'namespace="team-a"' in matchers, f"{what}: {metric} is read across namespaces: {query}"

@@ -105,7 +105,11 @@ def test_cloud_endpoint_waits_for_its_secret(kube: Kube, running_operator: Path)
         "openai",
         {
             "type": "cloud",
-            "cloud": {"provider": "openai", "model": "gpt-4o-mini", "apiKeySecretRef": {"name": "openai", "key": "k"}},
+            "cloud": {
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "apiKeySecretRef": {"name": "openai", "key": "api-key"},
+            },
         },
     )
     eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "False", "SecretMissing"), "SecretMissing")

@@ -16,11 +16,13 @@ lists, with Secrets only in a namespace that bound the secret-check role, never 
 
 from __future__ import annotations
 
+import base64
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
 import yaml
 from kubernetes import client
@@ -37,6 +39,8 @@ CLOUD = {
     "cloud": {"provider": "openai", "model": "gpt-4o-mini", "apiKeySecretRef": {"name": "openai", "key": "api-key"}},
 }
 RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+ADMISSION_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", *ADMISSION_KINDS}
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def chart_identity(helm: Helm, local_cluster: LocalCluster, kube: Kube, tmp_path
     """A kubeconfig for a ServiceAccount holding exactly the chart's RBAC (rendered for this namespace)."""
     release = f"rbac-{kube.namespace}"
     documents = helm.template(release=release, namespace=kube.namespace)
-    rbac = [document for document in documents if document["kind"] in RBAC_KINDS]
+    rbac = [document for document in documents if document["kind"] in RBAC_KINDS | ADMISSION_KINDS]
     (account,) = [document for document in documents if document["kind"] == "ServiceAccount"]
     manifest = tmp_path / "rbac.yaml"
     manifest.write_text(yaml.safe_dump_all([account, *rbac]))
@@ -77,7 +81,7 @@ def chart_identity(helm: Helm, local_cluster: LocalCluster, kube: Kube, tmp_path
     )
     yield kubeconfig
     for document in rbac:
-        if document["kind"].startswith("Cluster"):
+        if document["kind"] in CLUSTER_SCOPED:
             local_cluster.kubectl("delete", document["kind"].lower(), document["metadata"]["name"], "--wait=false")
 
 
@@ -116,7 +120,7 @@ def test_the_operator_works_with_only_the_charts_rbac_and_checks_secrets_where_g
     kube.create_secret("openai")
     eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "True", "SecretFound"), "SecretFound")
     message = (kube.condition(ENDPOINT_PLURAL, "openai", "Ready") or {})["message"]
-    assert "key api-key not verified" in message
+    assert "holds key api-key" in message
 
 
 def test_a_created_secret_turns_the_endpoint_ready_through_the_watch(
@@ -171,7 +175,7 @@ CHART_GRANTS = {
     ("routingpolicies.hybridroute.io/status", "", "get patch"),
     ("deployments.apps", "", "create get list patch watch"),
     ("services", "", "create get patch"),
-    ("configmaps", "", "create get patch"),
+    ("configmaps", "", "create get list patch watch"),
     ("events", "", "create patch"),
     ("events.events.k8s.io", "", "create patch"),
     ("customresourcedefinitions.apiextensions.k8s.io", "", "get list watch"),
@@ -197,3 +201,131 @@ def test_can_i_list_shows_exactly_the_documented_grants_and_secrets_only_where_b
     secrets = ("secrets", "", "get list watch")
     assert can_i_list(local_cluster, service_account, kube.namespace) == CHART_GRANTS | {secrets}
     assert can_i_list(local_cluster, service_account, "kube-system") == CHART_GRANTS, "never cluster-wide"
+
+
+def owned_by_an_endpoint(name: str) -> dict[str, object]:
+    """A controller reference to an InferenceEndpoint (what a compromised operator would write)."""
+    return {
+        "apiVersion": "hybridroute.io/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "name": name,
+        "uid": "00000000-0000-0000-0000-000000000001",
+        "controller": True,
+    }
+
+
+def pool_deployment(name: str, pod_spec: dict[str, object]) -> dict[str, object]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "ownerReferences": [owned_by_an_endpoint(name)]},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+    }
+
+
+SERVER = {"name": "server", "image": "registry.example/server:1"}
+
+
+def test_the_chart_holds_the_operators_writes_to_its_own_children(
+    local_cluster: LocalCluster, kube: Kube, chart_identity: Path
+) -> None:
+    """RBAC lets the operator create and patch Deployments, Services and ConfigMaps anywhere; the
+    chart's ValidatingAdmissionPolicy limits that to its own children with a harmless shape, so the
+    grant is no door to other teams' objects or to Secrets (a Pod that mounts one)."""
+    team = kube.core.create_namespaced_config_map(
+        kube.namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="team-settings"), data={"a": "1"})
+    )
+    as_operator = kubernetes.config.new_client_from_config(str(chart_identity))
+    core, apps = client.CoreV1Api(as_operator), client.AppsV1Api(as_operator)
+    namespace = kube.namespace
+
+    def refused(call: Callable[[], object]) -> str | None:
+        try:
+            call()
+        except client.ApiException as exc:
+            return str(exc.body) if exc.status in (403, 422) else None
+        return None
+
+    # Wait for the API server to enforce the policy, probing with a dry run that changes nothing.
+    stray = {"metadata": {"name": f"not-ours-{namespace}"}, "data": {}}
+    message = eventually(
+        lambda: refused(lambda: core.create_namespaced_config_map("kube-system", stray, dry_run="All")),
+        "the admission policy in force",
+    )
+    assert "ValidatingAdmissionPolicy" in message
+    # A team's ConfigMap: RBAC allows the patch, the policy refuses it, also when the write claims
+    # the object for a RoutingPolicy (a takeover).
+    assert refused(lambda: core.patch_namespaced_config_map("team-settings", namespace, {"data": {"a": "2"}}))
+    claim = {**owned_by_an_endpoint("team-settings"), "kind": "RoutingPolicy"}
+    takeover = {"metadata": {"ownerReferences": [claim]}}
+    assert refused(lambda: core.patch_namespaced_config_map("team-settings", namespace, takeover))
+    after = kube.config_map("team-settings")
+    assert after is not None
+    assert after.metadata.resource_version == team.metadata.resource_version, "never written"
+
+    # Pool Deployments that could read Secrets or reach the node.
+    secret_volume = {"name": "k", "secret": {"secretName": "openai"}}
+    secret_env = {**SERVER, "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "k"}}}]}
+    for pod_spec in (
+        {"containers": [SERVER], "volumes": [secret_volume]},
+        {"containers": [secret_env]},
+        {"containers": [{**SERVER, "envFrom": [{"secretRef": {"name": "openai"}}]}]},
+        {"containers": [SERVER], "serviceAccountName": "admin"},
+        {"containers": [SERVER], "initContainers": [SERVER]},
+        {"containers": [SERVER], "hostNetwork": True},
+        {"containers": [SERVER], "volumes": [{"name": "h", "hostPath": {"path": "/"}}]},
+        {"containers": [{**SERVER, "securityContext": {"privileged": True}}]},
+    ):
+        deployment = pool_deployment("pool", pod_spec)
+        assert refused(lambda d=deployment: apps.create_namespaced_deployment(namespace, d)), pod_spec
+    # Services other than a plain ClusterIP one.
+    external = {"type": "ExternalName", "externalName": "kubernetes.default.svc"}
+    ips = {"ports": [{"port": 80}], "externalIPs": ["10.0.0.1"]}
+    for spec in (external, ips):
+        service = {"metadata": {"name": "pool", "ownerReferences": [owned_by_an_endpoint("pool")]}, "spec": spec}
+        assert refused(lambda s=service: core.create_namespaced_service(namespace, s)), spec
+
+    # What the operator renders passes (emptyDir volumes, plain env, its controller reference).
+    allowed = {"containers": [{**SERVER, "env": [{"name": "OLLAMA_HOST", "value": "0.0.0.0:8000"}]}]}
+    allowed["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    apps.create_namespaced_deployment(namespace, pool_deployment("pool", allowed))
+
+    # Our own kinds: status and finalizers only, never spec (what GitOps tools compare).
+    kube.create(ENDPOINT_PLURAL, "openai", CLOUD)
+    custom = client.CustomObjectsApi(as_operator)
+    args = ("hybridroute.io", "v1alpha1", namespace, ENDPOINT_PLURAL, "openai")
+    spec_change = {"spec": {"cloud": {"model": "gpt-4o"}}}
+    message = eventually(
+        lambda: refused(lambda: custom.patch_namespaced_custom_object(*args, spec_change, dry_run="All")),
+        "the status-only policy in force",
+    )
+    assert "status and finalizers" in message
+    custom.patch_namespaced_custom_object(*args, {"metadata": {"finalizers": ["hybridroute.io/finalizer"]}})
+    custom.patch_namespaced_custom_object(*args, {"metadata": {"finalizers": None}})
+    assert (kube.get(ENDPOINT_PLURAL, "openai") or {})["spec"]["cloud"]["model"] == "gpt-4o-mini"
+    as_operator.close()
+
+
+def test_a_secret_without_the_referenced_key_is_reported_from_its_metadata(
+    kube: Kube, operator_factory: OperatorProcesses
+) -> None:
+    """Secret metadata lists no keys, but its managedFields name the keys each writer set (never a
+    value): enough to say that the referenced key is missing, without reading the Secret's data."""
+    operator_factory()
+    kube.core.create_namespaced_secret(
+        kube.namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="openai"), string_data={"apikey": "x"})
+    )
+    kube.create(ENDPOINT_PLURAL, "openai", CLOUD)  # references key api-key
+    eventually(
+        lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "False", "SecretKeyMissing"), "SecretKeyMissing"
+    )
+    message = (kube.condition(ENDPOINT_PLURAL, "openai", "Ready") or {})["message"]
+    assert "Secret openai has no key api-key" in message
+
+    # The key added (kubectl edit, another writer): Ready, and the message says the key was seen.
+    kube.core.patch_namespaced_secret(
+        "openai", kube.namespace, {"data": {"api-key": base64.b64encode(b"sk").decode()}}, field_manager="kubectl-edit"
+    )
+    eventually(lambda: kube.condition_is(ENDPOINT_PLURAL, "openai", "Ready", "True", "SecretFound"), "SecretFound")
+    assert "holds key api-key" in (kube.condition(ENDPOINT_PLURAL, "openai", "Ready") or {})["message"]

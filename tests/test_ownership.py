@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from hybridroute_operator.ownership import claim_conflict, controlled_by, field_conflicts, hand_editors
+from hybridroute_operator.ownership import (
+    claim_conflict,
+    controlled_by,
+    field_conflicts,
+    hand_editors,
+    managers_of,
+    stray_content,
+)
 from hybridroute_operator.render import Owner
 
 OWNER = Owner(name="llama", namespace="team-a", uid="uid-1")
@@ -65,6 +72,23 @@ def test_hand_editors_are_other_managers_of_the_content() -> None:
     assert hand_editors({"managedFields": managed}, "hybridroute-operator") == ["kubectl-edit"]
     assert hand_editors({"managedFields": managed[:1]}, "hybridroute-operator") == []
     assert hand_editors(None, "hybridroute-operator") == []
+
+
+def test_who_made_a_config_map_immutable_and_an_emptied_entry_is_no_edit() -> None:
+    managed = [
+        {"manager": "hybridroute-operator", "operation": "Apply", "fieldsV1": {"f:data": {"f:config.json": {}}}},
+        {"manager": "kubectl-patch", "operation": "Update", "fieldsV1": {"f:immutable": {}}},
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {}}},
+    ]
+    assert managers_of({"managedFields": managed}, ("f:immutable",), "hybridroute-operator") == ["kubectl-patch"]
+    assert hand_editors({"managedFields": managed}, "hybridroute-operator") == []
+
+
+def test_stray_content_is_every_key_the_compiler_does_not_render() -> None:
+    desired = {"data": {"config.json": "{}"}}
+    assert stray_content({"data": {"config.json": "{...}"}}, desired) is None
+    live = {"data": {"config.json": "{}", "extra.json": "{}"}, "binaryData": {"config.json": "e30="}}
+    assert stray_content(live, desired) == {"data": {"extra.json": None}, "binaryData": {"config.json": None}}
 
 
 def test_field_conflicts_name_field_and_manager() -> None:

@@ -58,6 +58,33 @@ def test_distinct_references_never_share_a_name(references: list[SecretKeyRef]) 
     check_secret_env_names(references)  # nothing to refuse
 
 
+def folded_spellings(ref: SecretKeyRef) -> st.SearchStrategy[SecretKeyRef]:
+    """References whose readable part folds to `ref`'s: separators swapped (- . _), key case changed."""
+    separators = st.sampled_from("-._")
+
+    def respell(text: str, seps: list[str], upper: bool) -> str:
+        out = "".join(seps[i % len(seps)] if ch in "-._" else ch for i, ch in enumerate(text))
+        return out.upper() if upper else out
+
+    return st.builds(
+        lambda name_seps, key_seps, upper: SecretKeyRef(
+            name=respell(ref.name, name_seps, upper=False).replace("_", "-"),
+            key=respell(ref.key, key_seps, upper),
+        ),
+        st.lists(separators.filter(lambda sep: sep != "_"), min_size=1, max_size=4),
+        st.lists(separators, min_size=1, max_size=4),
+        st.booleans(),
+    )
+
+
+@given(refs.flatmap(lambda ref: st.tuples(st.just(ref), folded_spellings(ref))))
+def test_spellings_that_fold_together_still_get_their_own_variable(pair: tuple[SecretKeyRef, SecretKeyRef]) -> None:
+    ref, other = pair
+    if ref != other:
+        assert secret_env_name(ref) != secret_env_name(other)
+        assert legacy_env_name(ref) == legacy_env_name(other), "the pair folds together in the readable part"
+
+
 def test_the_compiler_refuses_references_that_would_share_a_variable() -> None:
     with pytest.raises(CompileError) as refused:
         check_secret_env_names(COLLIDING[:2], env_name=legacy_env_name)

@@ -127,6 +127,12 @@ def test_scaled_to_zero() -> None:
 def test_cloud_and_external_health() -> None:
     assert conditions_of(cloud_health("openai", "k", secret_exists=False))["Ready"] == (False, "SecretMissing")
     assert conditions_of(cloud_health("openai", "k", secret_exists=True))["Ready"] == (True, "SecretFound")
+    missing_key = conditions_of(cloud_health("openai", "k", secret_exists=True, has_key=False))
+    assert missing_key["Ready"] == (False, "SecretKeyMissing")
+    assert conditions_of(cloud_health("openai", "k", secret_exists=True, has_key=True))["Ready"] == (
+        True,
+        "SecretFound",
+    )
     unchecked = conditions_of(cloud_health("openai", "k", secret_exists=None))
     assert unchecked["Ready"] == (True, "SecretNotChecked")
     assert unchecked["Degraded"] == (False, "SecretNotChecked")

@@ -125,6 +125,8 @@ class Reason:
     """Someone else manages a field of an owned Deployment or Service; the operator does not force it."""
     HAND_EDIT_OVERWRITTEN: Final = "HandEditOverwritten"
     """Event: a policy's own ConfigMap was edited by hand and the compiled config was put back."""
+    CONFIG_MAP_NOT_WRITABLE: Final = "ConfigMapNotWritable"
+    """A policy's own ConfigMap was made immutable by hand: the compiled config cannot be written."""
     # RoutingPolicy
     COMPILED: Final = "Compiled"
     COMPILE_FAILED: Final = "CompileFailed"

@@ -43,6 +43,14 @@ class OwnershipConflict(Exception):
     """An object with a child's name exists and our resource does not control it (message says whose)."""
 
 
+class SecretsNotPermitted(Exception):
+    """The operator may not read Secrets in this namespace (no RoleBinding to the secret-check role)."""
+
+
+class NotWritable(Exception):
+    """Our own child refuses the change and only a person can undo why (message says what to do)."""
+
+
 class Cluster:
     """Typed-enough access to the few API calls the operator makes."""
 
@@ -67,6 +75,11 @@ class Cluster:
 
         Checked for every child before any of them is written, so a conflict leaves nothing half done.
         """
+        live = self._claimed(manifest, whole=False)
+        return None if live is None else dict(live.get("metadata") or {})
+
+    def _claimed(self, manifest: Mapping[str, Any], *, whole: bool) -> dict[str, Any] | None:
+        """The live child (metadata only unless `whole`), None when absent; raises OwnershipConflict."""
         metadata = manifest["metadata"]
         readers = {
             ("apps/v1", "Deployment"): self._apps.read_namespaced_deployment,
@@ -74,28 +87,67 @@ class Cluster:
             ("v1", "ConfigMap"): self._core.read_namespaced_config_map,
         }
         read = readers[(manifest["apiVersion"], manifest["kind"])]
-        live = self._read_or_none(read, metadata["namespace"], metadata["name"], _headers={"Accept": METADATA_ONLY})
-        live_metadata = None if live is None else dict(live.get("metadata") or {})
-        conflict = ownership.claim_conflict(live_metadata, manifest)
+        options = {} if whole else {"_headers": {"Accept": METADATA_ONLY}}
+        live = self._read_or_none(read, metadata["namespace"], metadata["name"], **options)
+        conflict = ownership.claim_conflict(None if live is None else live.get("metadata") or {}, manifest)
         if conflict is not None:
             raise OwnershipConflict(conflict)
-        return live_metadata
+        return live
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply a child we own (after `claim`), without force; returns the live object.
 
         A field someone else manages is a 409 Conflict (`ownership.field_conflicts` reads it): the
-        operator reports it rather than taking the field.
+        operator reports it rather than taking the field. A conflict with nobody but the operator
+        itself (its own update that scaled a former pool to 0, `stop_pool`) takes nothing from anyone:
+        that apply is forced.
         """
-        return self._apply(manifest, force=False)
+        try:
+            return self._apply(manifest, force=False)
+        except ApiException as exc:
+            if exc.status == HTTPStatus.CONFLICT and ownership.conflict_managers(exc.body) == {FIELD_MANAGER}:
+                return self._apply(manifest, force=True)
+            raise
+
+    def stop_pool(self, namespace: str, name: str, owner_uid: str) -> bool:
+        """Scale the pool Deployment of an endpoint that no longer runs a pool to 0; True when it did.
+
+        Only a Deployment whose controller reference is this endpoint, by uid: a team's object of the
+        same name is never touched. The patch is pinned to the resourceVersion just read, so a
+        Deployment changed in between is left for the next pass. Nothing is deleted (the operator has
+        no delete right): the Deployment and its Service go with the endpoint, through the garbage
+        collector, or run again if the endpoint becomes a managed pool once more.
+        """
+        live = self._read_or_none(self._apps.read_namespaced_deployment, namespace, name)
+        if live is None or not ownership.controlled_by_uid(live.get("metadata") or {}, owner_uid):
+            return False
+        if (live.get("spec") or {}).get("replicas") == 0:
+            return False
+        patch = {"metadata": {"resourceVersion": live["metadata"]["resourceVersion"]}, "spec": {"replicas": 0}}
+        try:
+            self._apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as exc:
+            if exc.status in (HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT):
+                return False  # gone already, or changed since the read: the next pass decides again
+            raise
+        return True
 
     def apply_config_map(self, manifest: Mapping[str, Any]) -> list[str]:
         """Publish a policy's ConfigMap; returns the managers whose hand edit of its content it overwrote.
 
         Claimed first, like every child. When it exists and is ours, the apply is forced: a hand edit
         (another field manager on `data`) would otherwise 409 every later apply, and a policy change,
-        a privacy-tightening one included, would never reach the routers. The forced apply carries the
-        resourceVersion it claimed, so an object replaced in between is a 409, never taken over.
+        a privacy-tightening one included, would never reach the routers. Content the compiler does
+        not render (extra keys, any `binaryData`) is removed, so the routers read exactly the compiled
+        config. Every write carries the resourceVersion it claimed, so an object replaced in between
+        is a 409, never taken over.
         """
         attempts_left = CONFIG_MAP_APPLY_ATTEMPTS
         while True:
@@ -108,13 +160,40 @@ class Cluster:
                     raise
 
     def _publish_config_map(self, manifest: Mapping[str, Any]) -> list[str]:
-        live = self.claim(manifest)
+        live = self._claimed(manifest, whole=True)
         if live is None:
             self._apply(manifest, force=False)
             return []
-        pinned = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": live["resourceVersion"]}}
+        live_metadata = live["metadata"]
+        version = live_metadata["resourceVersion"]
+        strays = ownership.stray_content(live, manifest)
+        if live.get("immutable") and (strays is not None or live.get("data") != manifest.get("data")):
+            # Set by hand; the API refuses every content change from now on and never lets it be unset.
+            who = ", ".join(ownership.managers_of(live_metadata, ("f:immutable",), FIELD_MANAGER)) or "someone"
+            name = manifest["metadata"]["name"]
+            raise NotWritable(
+                f"ConfigMap {name} is immutable (set by {who}), so the compiled config cannot reach it; "
+                "delete the ConfigMap and the operator writes it again"
+            )
+        if strays is not None:
+            # Keys nobody renders (added by hand, or the config moved to binaryData, which would make
+            # the compiled `data` key a duplicate the API refuses): a forced apply keeps fields it
+            # does not set, so they are removed first, at the version just claimed.
+            patch = {**strays, "metadata": {"resourceVersion": version}}
+            metadata = manifest["metadata"]
+            response = self._core.patch_namespaced_config_map(
+                metadata["name"],
+                metadata["namespace"],
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            version = _json(response)["metadata"]["resourceVersion"]
+        pinned = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
         self._apply(pinned, force=True)
-        return ownership.hand_editors(live, FIELD_MANAGER)
+        return ownership.hand_editors(live_metadata, FIELD_MANAGER)
 
     def _apply(self, manifest: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
         appliers = {
@@ -141,8 +220,9 @@ class Cluster:
 
     # ---- secrets: metadata only, where granted --------------------------------------------------
 
-    def secret_exists(self, namespace: str, name: str) -> bool | None:
-        """Whether the Secret exists; None when the operator may not read Secrets there (403).
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret's metadata (None: absent); raises SecretsNotPermitted where the operator may not
+        read Secrets there (403).
 
         Asks for metadata only, so no key material is transferred. (Whatever the client asks for,
         an RBAC grant on Secrets would let it read their data: the chart grants it per namespace.)
@@ -153,9 +233,9 @@ class Cluster:
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 403:
-                return None
+                raise SecretsNotPermitted(namespace) from None
             raise
-        return found is not None
+        return None if found is None else dict(found.get("metadata") or {})
 
     def secret_names(self, namespace: str, *, watch_seconds: int) -> Iterator[str]:
         """Names of the namespace's Secrets: every one listed, then each one added, changed or deleted.

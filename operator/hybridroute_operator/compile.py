@@ -36,7 +36,7 @@ from hybridroute_operator.api import (
     Reason,
     RoutingPolicySpec,
 )
-from hybridroute_operator.render import MANAGED_BY, Owner, service_url
+from hybridroute_operator.render import MANAGED_BY, MANAGED_BY_LABEL, Owner, service_url
 from hybridroute_operator.status import ResolvedRef, find_condition
 from hybridroute_router.config import (
     CONFIGMAP_KEY,
@@ -105,7 +105,7 @@ def compile_policy(policy: PolicyInput, endpoints: Mapping[str, EndpointSnapshot
         raise CompileError(Reason.NO_ENDPOINTS_SELECTED, "no endpoint selected: name endpoints or widen the selector")
     refs = [resolved for _, resolved in compiled]
     _check_rules(policy.spec, {ref.name for ref in refs})
-    warnings = _check_privacy(policy.spec, refs)
+    warnings = _check_privacy(policy.spec, refs) + _check_query_scope(policy.spec)
     check_secret_env_names(endpoint.api_key.secret_ref for endpoint, _ in compiled if endpoint.api_key)
     spec = policy.spec
     try:
@@ -269,6 +269,17 @@ def _check_privacy(spec: RoutingPolicySpec, refs: Sequence[ResolvedRef]) -> list
     return ["the policy has no local endpoint: requests detected as sensitive will be refused"]
 
 
+def _check_query_scope(spec: RoutingPolicySpec) -> list[str]:
+    """A custom p95 query that does not filter on $namespace reads every tenant's series."""
+    prometheus = spec.circuit_breaker.prometheus
+    if prometheus.url is None or "$namespace" in prometheus.query:
+        return []
+    return [
+        "circuitBreaker.prometheus.query does not filter on $namespace: a policy of the same name in "
+        "another namespace can move this policy's breakers"
+    ]
+
+
 def check_secret_env_names(
     refs: Iterable[SecretKeyRef | None], env_name: Callable[[SecretKeyRef], str] = secret_env_name
 ) -> None:
@@ -317,7 +328,7 @@ def config_map(policy: Owner, config: RouterConfig) -> dict[str, Any]:
             "name": policy.name,
             "namespace": policy.namespace,
             "labels": {
-                "app.kubernetes.io/managed-by": MANAGED_BY,
+                MANAGED_BY_LABEL: MANAGED_BY,
                 "app.kubernetes.io/component": "router-config",
                 POLICY_LABEL: policy.name,
             },

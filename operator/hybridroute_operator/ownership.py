@@ -8,7 +8,8 @@ object of the same name that the garbage collector has not removed yet. The oper
 the garbage collector delete the object with our resource.
 
 Server-side apply's 409 answers are summarised here too (`field_conflicts`), as are the hand edits
-of our own objects that a forced apply is about to overwrite (`hand_editors`).
+of our own objects that a forced apply is about to overwrite (`hand_editors`) and the content of a
+policy's ConfigMap the compiler does not render (`stray_content`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-DATA_FIELDS = ("f:data", "f:binaryData")
+DATA_SECTIONS = ("data", "binaryData")
+"""A ConfigMap's content."""
+DATA_FIELDS = tuple(f"f:{section}" for section in DATA_SECTIONS)
 """The managedFields entries that carry a ConfigMap's content."""
 
 
@@ -60,18 +63,48 @@ def controlled_by(live_metadata: Mapping[str, Any], kind: str, name: str) -> boo
     return controller is not None and (controller.get("kind"), controller.get("name")) == (kind, name)
 
 
+def controlled_by_uid(live_metadata: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller ownerReference is the resource with this uid."""
+    references = live_metadata.get("ownerReferences") or []
+    controller = next((reference for reference in references if reference.get("controller")), None)
+    return controller is not None and controller.get("uid") == uid
+
+
 def hand_editors(live_metadata: Mapping[str, Any] | None, our_manager: str) -> list[str]:
     """Field managers other than ours that own a ConfigMap's content: someone edited it by hand."""
+    # a map field counts when the manager owns something in it (an emptied entry is not an edit)
+    return managers_of(live_metadata, DATA_FIELDS, our_manager, within=True)
+
+
+def managers_of(
+    live_metadata: Mapping[str, Any] | None, fields: Sequence[str], our_manager: str, *, within: bool = False
+) -> list[str]:
+    """Field managers other than ours that own any of the top-level `fields` (fieldsV1 names: f:immutable),
+    or, `within`, anything inside them."""
     if live_metadata is None:
         return []
     editors = set()
     for entry in live_metadata.get("managedFields") or []:
         if entry.get("manager") == our_manager:
             continue
-        fields = entry.get("fieldsV1") or {}
-        if any(fields.get(key) for key in DATA_FIELDS):
+        owned = entry.get("fieldsV1") or {}
+        if any(owned[field] if within else True for field in fields if field in owned):
             editors.add(str(entry.get("manager") or "unknown"))
     return sorted(editors)
+
+
+def stray_content(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch removing the ConfigMap content `desired` does not render, or None if none.
+
+    Keys someone added to `data`, and every `binaryData` key (the compiler renders none; a key there
+    may also shadow a `data` key, which the API refuses to hold twice).
+    """
+    patch: dict[str, Any] = {}
+    for section in DATA_SECTIONS:
+        extra = sorted(set(live.get(section) or {}) - set(desired.get(section) or {}))
+        if extra:
+            patch[section] = dict.fromkeys(extra)
+    return patch or None
 
 
 def field_conflicts(body: str | bytes | None) -> str:
@@ -85,8 +118,22 @@ def field_conflicts(body: str | bytes | None) -> str:
     return "; ".join(parts) if parts else str(status.get("message") or "fields managed by someone else")
 
 
+def conflict_managers(body: str | bytes | None) -> set[str]:
+    """The field managers a 409 from server-side apply names (empty when it names none)."""
+    try:
+        status = json.loads(body or b"{}")
+    except ValueError:
+        return set()
+    causes: Sequence[Mapping[str, Any]] = ((status.get("details") or {}).get("causes")) or []
+    return {manager for cause in causes if (manager := _manager(cause)) is not None}
+
+
 def _cause(cause: Mapping[str, Any]) -> str:
     message = str(cause.get("message") or "")
+    return f"{cause.get('field') or message} (held by {_manager(cause) or 'another manager'})"
+
+
+def _manager(cause: Mapping[str, Any]) -> str | None:
+    message = str(cause.get("message") or "")
     # API wording: `conflict with "kubectl-edit" using v1: .spec.selector`
-    manager = message.split('"')[1] if message.count('"') >= 2 else "another manager"
-    return f"{cause.get('field') or message} (held by {manager})"
+    return message.split('"')[1] if message.count('"') >= 2 else None

@@ -8,8 +8,16 @@ node ports, cloud metadata endpoints) whose findings come back in status. So:
   `probes.allowedHosts`): CIDRs (`10.0.0.0/8`, `fd00::/8`) and host names (`ollama.lab.example`, or
   `*.lab.example` for any name under it). Default: nothing, so no URL is probed and such endpoints
   report Ready=False, ProbeNotAllowed, until allowed;
+- the URL is parsed once, by the parser the HTTP client uses (yarl), and that parsed URL is both
+  judged and fetched: two parsers could read different hosts from one string (`127。0。0。1` is an
+  IDNA spelling of 127.0.0.1 to yarl and a name to `urllib`). Only http and https are probed;
 - a name that is not allowed by name is resolved once and connected to only at addresses inside the
-  allowed networks (the resolver below), so DNS cannot point an allowed name elsewhere in between;
+  allowed networks (the resolver below), so DNS cannot point an allowed name elsewhere in between,
+  and numeric spellings (`2130706433`, `0x7f.1`) are judged by the address they resolve to;
+- a name that is neither listed nor resolves reads like one resolving outside the list (both
+  ProbeNotAllowed), so status is no oracle for which internal names exist;
+- an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is judged as the IPv4 address it reaches;
+- redirects are not followed (an allowed host cannot send the probe elsewhere);
 - the outcome in status is coarse (answered, no answer in time, not reachable, server error): no
   connection error or DNS text, which would tell a scanner why a port is closed.
 """
@@ -21,13 +29,14 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+SCHEMES = ("http", "https")
 
 
 class Outcome(Enum):
@@ -90,11 +99,22 @@ class AllowList:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # connecting to it reaches the IPv4 host
         return any(ip in network for network in self.networks)
 
-    def allows_url(self, url: str) -> bool | None:
-        """True/False when the host alone decides; None when a name must be resolved first."""
-        host = urlsplit(url).hostname or ""
+    def allows_url(self, url: str | URL) -> bool | None:
+        """True/False when the host alone decides; None when a name must be resolved first.
+
+        `url` is read as yarl (the HTTP client's parser) reads it; pass the very URL object fetched.
+        """
+        try:
+            parsed = url if isinstance(url, URL) else URL(url)
+        except ValueError:
+            return False
+        host = parsed.host or ""
+        if parsed.scheme not in SCHEMES or not host:
+            return False
         if self.allows_name(host):
             return True
         try:
@@ -118,12 +138,17 @@ class _AllowListResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        answers = await self._resolver.resolve(host, port, family)
         if self._allow.allows_name(host):
-            return answers
+            return await self._resolver.resolve(host, port, family)
+        try:
+            answers = await self._resolver.resolve(host, port, family)
+        except OSError:
+            # Not "unreachable": a name that does not resolve must read like one resolving outside
+            # the list, or status would tell which internal names exist.
+            raise NotAllowed(f"{host} is outside the probe allow-list") from None
         kept = [answer for answer in answers if self._allow.allows_address(answer["host"])]
         if not kept:
-            raise NotAllowed(f"{host} resolves outside the probe allow-list")
+            raise NotAllowed(f"{host} is outside the probe allow-list")
         return kept
 
     async def close(self) -> None:
@@ -132,9 +157,12 @@ class _AllowListResolver(AbstractResolver):
 
 async def probe_server(url: str, *, allow: AllowList, timeout_seconds: float) -> Outcome:
     """GET {url}/models without following redirects: ANSWERED when the answer is below 500."""
-    if allow.allows_url(url) is False:
+    try:
+        target = URL(url.rstrip("/") + "/models")  # parsed once: judged and fetched as the same object
+    except ValueError:
+        return Outcome.UNREACHABLE
+    if allow.allows_url(target) is False:
         return Outcome.NOT_ALLOWED
-    target = url.rstrip("/") + "/models"
     connector = aiohttp.TCPConnector(resolver=_AllowListResolver(allow), use_dns_cache=False)
     try:
         async with (

@@ -17,6 +17,7 @@ import orjson
 from hybridroute_operator.api import API_VERSION, ENDPOINT_KIND, LocalSpec
 
 MANAGED_BY: Final = "hybridroute"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 ENDPOINT_LABEL: Final = "hybridroute.io/endpoint"
 SPEC_HASH_ANNOTATION: Final = "hybridroute.io/spec-hash"
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
@@ -68,7 +69,7 @@ class Launch:
 
 def selector_labels(endpoint_name: str) -> dict[str, str]:
     """The Deployment's selector: stable for the pool's life (a selector cannot change)."""
-    return {ENDPOINT_LABEL: endpoint_name, "app.kubernetes.io/managed-by": MANAGED_BY}
+    return {ENDPOINT_LABEL: endpoint_name, MANAGED_BY_LABEL: MANAGED_BY}
 
 
 def pool_labels(endpoint_name: str, server: str) -> dict[str, str]:

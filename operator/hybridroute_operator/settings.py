@@ -24,9 +24,11 @@ import kopf
 
 from hybridroute_operator import webhook
 from hybridroute_operator.apply import Cluster
+from hybridroute_operator.compile import POLICY_LABEL
 from hybridroute_operator.fleet import EndpointKey, FleetObservation
 from hybridroute_operator.handlers import Doorbells, SecretUsers
 from hybridroute_operator.probes import AllowList
+from hybridroute_operator.render import ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 if TYPE_CHECKING:
     from hybridroute_operator.handlers.secrets import SecretWatches
@@ -106,6 +108,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # start with the same one: draw a random priority so exactly one replica is active.
     if not settings.peering.standalone and settings.peering.priority == 0:
         settings.peering.priority = secrets.randbelow(2**31) + 1
+
+    # Children are watched (pool Deployments for readiness, policy ConfigMaps for hand edits) by
+    # label on the server's side: kopf's handler filters alone would stream every Deployment and
+    # ConfigMap in the cluster through the operator.
+    settings.watching.label_selectors["apps", "v1", "deployments"] = f"{MANAGED_BY_LABEL}={MANAGED_BY},{ENDPOINT_LABEL}"
+    settings.watching.label_selectors["", "v1", "configmaps"] = f"{MANAGED_BY_LABEL}={MANAGED_BY},{POLICY_LABEL}"
 
     # Kubernetes Events: only warnings and errors from the log become Events; the handlers post
     # the few normal Events that matter (compiled, recovered) explicitly.

@@ -196,20 +196,30 @@ def probe_not_allowed_health(url: str) -> EndpointHealth:
     return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
 
 
-def cloud_health(secret_name: str, key: str, secret_exists: bool | None) -> EndpointHealth:
-    """Health of a cloud endpoint from its API key Secret's existence (the key is never read).
+def cloud_health(
+    secret_name: str, key: str, secret_exists: bool | None, *, has_key: bool | None = None
+) -> EndpointHealth:
+    """Health of a cloud endpoint from its API key Secret's metadata (the key is never read).
 
     `secret_exists` None: the operator may not see Secrets in this namespace (the chart grants that
     per namespace, `secretCheck.namespaces`), so the Secret is not checked and the endpoint counts as
     Ready; a missing key then shows in the routers, which skip the endpoint. Where the Secret is
-    seen, its metadata is all the operator reads, so whether it holds `key` is not known here.
+    seen, `has_key` is what its managedFields tell (secretkeys.py): False is a missing key, None
+    means its metadata does not tell.
     """
     if secret_exists is None:
         message = f"Secret {secret_name} not checked: the operator may not read Secrets in this namespace"
         verdict = (True, Reason.SECRET_NOT_CHECKED, message)
         return _health(verdict, _settled(verdict), (False, verdict[1], verdict[2]))
+    if secret_exists and has_key is False:
+        message = f"Secret {secret_name} has no key {key} (from the names its writers set; no value is read)"
+        verdict = (False, Reason.SECRET_KEY_MISSING, message)
+        return _health(verdict, _settled(verdict), (True, verdict[1], verdict[2]))
     if secret_exists:
-        message = f"Secret {secret_name} exists (key {key} not verified: the operator reads Secret metadata only)"
+        if has_key:
+            message = f"Secret {secret_name} exists and holds key {key} (from its metadata; no value is read)"
+        else:
+            message = f"Secret {secret_name} exists (key {key} not verified: the operator reads Secret metadata only)"
         verdict = (True, Reason.SECRET_FOUND, message)
         return _health(verdict, _settled(verdict), _settled(verdict))
     verdict = (False, Reason.SECRET_MISSING, f"Secret {secret_name} not found")

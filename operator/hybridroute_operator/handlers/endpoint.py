@@ -7,7 +7,10 @@
   reconciler so readiness flows into status promptly;
 - existing server (`spec.local.url`): GET {url}/models with a short timeout on every pass, only
   where the probe allow-list admits the host (probes.py); status carries generic outcomes only;
-- cloud: the API key Secret must exist (metadata-only check; the key is never read); a watch on the
+- a cloud or existing-server endpoint that ran a managed pool before scales that pool's Deployment
+  to 0 (only its own, by uid; a PoolStopped event says so), so no GPU serves a pool nobody routes to;
+- cloud: the API key Secret must exist and, as far as its metadata's managedFields tell, hold the
+  referenced key (metadata-only check; the key is never read); a watch on the
   namespace's Secrets (handlers/secrets.py) wakes the reconciler when it appears or goes. Where the
   operator may not see Secrets, the endpoint is Ready with reason SecretNotChecked.
 The resync period re-runs every pass even without events (external probes above all).
@@ -16,6 +19,7 @@ The resync period re-runs every pass even without events (external probes above 
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +27,14 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from hybridroute_operator import fleet, ownership, probes, render, status
+from hybridroute_operator import fleet, ownership, probes, render, secretkeys, status
 from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, VERSION, InferenceEndpointSpec, Reason
-from hybridroute_operator.apply import OwnershipConflict
+from hybridroute_operator.apply import OwnershipConflict, SecretsNotPermitted
 from hybridroute_operator.compile import plain_copy
 from hybridroute_operator.handlers import reconcile_until_stopped
 from hybridroute_operator.settings import OperatorState, state_of
+
+log = logging.getLogger("hybridroute.operator.endpoint")
 
 
 @kopf.on.event(GROUP, VERSION, ENDPOINT_PLURAL)
@@ -45,7 +51,7 @@ def endpoint_changed(type: str | None, body: kopf.Body, namespace: str | None, n
     "apps",
     "v1",
     "deployments",
-    labels={"app.kubernetes.io/managed-by": render.MANAGED_BY, render.ENDPOINT_LABEL: kopf.PRESENT},
+    labels={render.MANAGED_BY_LABEL: render.MANAGED_BY, render.ENDPOINT_LABEL: kopf.PRESENT},
 )
 def pool_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     state_of(memo).endpoint_doorbells.ring((namespace or "", labels[render.ENDPOINT_LABEL]))
@@ -94,8 +100,13 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
         state.secret_users.uses((namespace, name), secret.name)
         if state.secret_watches is not None:
             state.secret_watches.ensure(namespace)  # its events wake this reconciler (handlers/secrets.py)
-        exists = await asyncio.to_thread(state.cluster.secret_exists, namespace, secret.name)
-        health = status.cloud_health(secret.name, secret.key, exists)
+        try:
+            found = await asyncio.to_thread(state.cluster.secret_metadata, namespace, secret.name)
+        except SecretsNotPermitted:
+            health = status.cloud_health(secret.name, secret.key, None)
+        else:
+            has_key = None if found is None else secretkeys.holds_key(found, secret.key)
+            health = status.cloud_health(secret.name, secret.key, found is not None, has_key=has_key)
     elif spec.local is not None and spec.local.url is not None:
         url, model = spec.local.url, spec.local.model
         timeout = state.tuning.probe_timeout_seconds
@@ -132,9 +143,27 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
     else:  # CEL rejects this shape; keep the status honest if an old schema let it in
         health = status.failed_health(Reason.INVALID_SPEC, "spec.local or spec.cloud is required")
 
+    if spec.cloud is not None or (spec.local is not None and spec.local.url is not None):
+        await _stop_former_pool(body, state)
     await _report(body, state, health, url=url, model=model)
     if failure is not None:
         raise failure  # after reporting: the loop logs it and retries with backoff
+
+
+async def _stop_former_pool(body: kopf.Body, state: OperatorState) -> None:
+    """An endpoint switched from a managed pool to a cloud API or an existing server: its former pool
+    (its own Deployment, by uid; never a same-named object of someone else) is scaled to 0."""
+    metadata = body["metadata"]
+    try:
+        stopped = await asyncio.to_thread(
+            state.cluster.stop_pool, metadata["namespace"], metadata["name"], metadata["uid"]
+        )
+    except kubernetes.client.ApiException as exc:
+        log.warning("could not stop the former pool of %s: %s", metadata["name"], _api_reason(exc))
+        return
+    if stopped:
+        message = "scaled the former managed pool to 0 replicas: the endpoint no longer runs a pool"
+        kopf.event(body, type="Normal", reason="PoolStopped", message=message)
 
 
 async def _report(

@@ -7,10 +7,14 @@ that the API server drops when nothing changed, so a recompile that yields the s
 requests (claim, apply) and changes nothing. A policy that fails to compile leaves the last good
 ConfigMap alone and reports Ready=False (CompileFailed) with a Warning event. A ConfigMap of the
 policy's name that the policy does not control is refused (Ready=False, OwnershipConflict); the
-policy's own ConfigMap always gets the compiled content back, with a Warning event when that
-overwrote a hand edit. A policy with a fleet budget (scope policy or namespace) also reads its spend
-from Prometheus on every pass, resyncs at least every `budget.prometheus.evaluationSeconds`, and shows
-the result in status.budget (budgetstatus.py), with an Event when the budget's state changes.
+policy's own ConfigMap always gets the compiled content back, and nothing else (keys added by hand
+are removed), with a Warning event when that overwrote a hand edit; one made immutable by hand is
+reported (Ready=False, ConfigMapNotWritable) until someone deletes it, as is any failed write. A
+watch on the policies' ConfigMaps (by label) brings the compiled config back within a second of a
+hand edit or deletion.
+A policy with a fleet budget (scope policy or namespace) also reads its spend from Prometheus on
+every pass, resyncs at least every `budget.prometheus.evaluationSeconds`, and shows the result in
+status.budget (budgetstatus.py), with an Event when the budget's state changes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import kubernetes
 from pydantic import ValidationError
 
 from hybridroute_operator import budgetstatus, status
@@ -33,8 +38,9 @@ from hybridroute_operator.api import (
     Reason,
     RoutingPolicySpec,
 )
-from hybridroute_operator.apply import OwnershipConflict
+from hybridroute_operator.apply import NotWritable, OwnershipConflict
 from hybridroute_operator.compile import (
+    POLICY_LABEL,
     CompileError,
     EndpointSnapshot,
     PolicyInput,
@@ -45,6 +51,7 @@ from hybridroute_operator.compile import (
     resolve_refs,
 )
 from hybridroute_operator.handlers import reconcile_until_stopped
+from hybridroute_operator.render import MANAGED_BY, MANAGED_BY_LABEL
 from hybridroute_operator.settings import OperatorState, state_of
 
 
@@ -56,6 +63,14 @@ def endpoints_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> 
 @kopf.on.event(GROUP, VERSION, ENDPOINT_PLURAL)
 def endpoint_seen(namespace: str | None, memo: Any, **_: Any) -> None:
     state_of(memo).policy_doorbells.ring_namespace(namespace or "")
+
+
+@kopf.on.event("", "v1", "configmaps", labels={MANAGED_BY_LABEL: MANAGED_BY, POLICY_LABEL: kopf.PRESENT})
+def config_map_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    # A policy's ConfigMap edited or deleted by hand: put the compiled config back now, not at the
+    # next resync, before the kubelet's next volume refresh is likely to hand the edit to routers.
+    # (One that loses its labels in the edit ends this watch with a DELETED event: also a ring.)
+    state_of(memo).policy_doorbells.ring((namespace or "", name))
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
@@ -139,6 +154,7 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
             refs = compiled.refs
 
     config_hash = None
+    publish_error: Exception | None = None
     if compiled is not None:
         config_hash = compiled.config.config_hash
         manifest = config_map(policy_owner(name, namespace, uid), compiled.config)
@@ -147,6 +163,12 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
         except OwnershipConflict as exc:
             # Someone else's ConfigMap has the policy's name: never overwrite or adopt it.
             failure = (Reason.OWNERSHIP_CONFLICT, str(exc))
+        except NotWritable as exc:
+            failure = (Reason.CONFIG_MAP_NOT_WRITABLE, str(exc))
+        except kubernetes.client.ApiException as exc:
+            # Reported before the loop retries with backoff: status must not keep saying Ready.
+            failure = (Reason.RECONCILE_FAILED, f"writing ConfigMap {name} failed: {exc.status} {exc.reason}")
+            publish_error = exc
         else:
             if overwritten:
                 editors = ", ".join(overwritten)
@@ -164,20 +186,21 @@ async def reconcile_policy(body: kopf.Body, state: OperatorState, snapshots: Ite
     )
     desired["budget"] = budget
     changes = status.status_changes(current, desired)
-    if not changes:
-        return
-    await asyncio.to_thread(
-        state.cluster.patch_status,
-        group=GROUP,
-        version=VERSION,
-        plural=POLICY_PLURAL,
-        namespace=namespace,
-        name=name,
-        status=changes,
-    )
-    _announce(body, current, failure, config_hash, compiled.warnings if compiled else [])
-    if budget is not None and (event := budgetstatus.budget_event(current.get("budget"), budget)) is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if changes:
+        await asyncio.to_thread(
+            state.cluster.patch_status,
+            group=GROUP,
+            version=VERSION,
+            plural=POLICY_PLURAL,
+            namespace=namespace,
+            name=name,
+            status=changes,
+        )
+        _announce(body, current, failure, config_hash, compiled.warnings if compiled else [])
+        if budget is not None and (event := budgetstatus.budget_event(current.get("budget"), budget)) is not None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if publish_error is not None:
+        raise publish_error  # after reporting: the loop logs it and retries with backoff
 
 
 def _announce(
