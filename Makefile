@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_VIEW_STAMP := $(VENV)/.demo-view-installed-stamp
 MODEL_SERVER_STAMP := $(VENV)/.model-server-installed-stamp
 # where e2e/images.py keeps the llama-cpp-python wheel it compiled (it honours $HYBRIDROUTE_CACHE too)
-LLAMA_WHEELS := $${HYBRIDROUTE_CACHE:-$(HOME)/.cache/hybridroute}/images/wheels/llama-cpp-python-0.3.36
+LLAMA_WHEELS := $${HYBRIDROUTE_CACHE:-$(HOME)/.cache/hybridroute}/images/wheels/llama-cpp-python-0.3.36-text
 
 .PHONY: install deps toolchain images model-server bench-spillover test test-unit lint format crds demo demo-host-processes demo-view demo-down bench privacy-soak clean
 

