@@ -12,8 +12,9 @@ looks like PII.
 `PlacedPII` puts one PII value at a drawn place: replacing any string leaf the router forwards (an
 enum-like value such as a `role` or a `service_tier` included; only the top-level `model` is
 rewritten, so never forwarded), as a new key or value in any object, as a JSON number (a new key,
-or the `seed`), as the value of a top-level setting, split across two text parts of one message, or
-in a client header (forwarded and scanned: x-request-id, user-agent; or dropped: x-end-user).
+or the `seed`), as the value of a top-level setting, split across two text parts of one message or
+across two messages in a row, or in a client header (forwarded and scanned: x-request-id,
+user-agent; or dropped: x-end-user).
 """
 
 from __future__ import annotations
@@ -370,7 +371,9 @@ def placed_pii(draw: st.DrawFn, with_pii: bool = True) -> PlacedPII:
     if not with_pii:
         return placed
     where = draw(
-        st.sampled_from(["leaf", "leaf", "leaf", "new-key", "new-value", "number", "setting", "split", "header"])
+        st.sampled_from(
+            ["leaf", "leaf", "leaf", "new-key", "new-value", "number", "setting", "split", "split-messages", "header"]
+        )
     )
     value = draw(st.sampled_from(PII_TEXT))
     placed.value, placed.where, placed.in_forwarded_part = value, where, True
@@ -393,6 +396,10 @@ def placed_pii(draw: st.DrawFn, with_pii: bool = True) -> PlacedPII:
         else:
             content = _at(body, path[:-1])
             content[path[-1] : path[-1] + 1] = halves
+    elif where == "split-messages" and kind == "chat":  # two messages in a row, each with half the value
+        at = draw(st.integers(0, len(body["messages"])))
+        cut = draw(st.integers(1, len(value) - 1))
+        body["messages"][at:at] = [{"role": "user", "content": value[:cut]}, {"role": "user", "content": value[cut:]}]
     elif where == "number":
         target = _at(body, draw(st.sampled_from(objects(body))))
         target[draw(NAMES)] = draw(st.sampled_from(PII_NUMBERS))

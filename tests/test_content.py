@@ -77,6 +77,16 @@ LOCATIONS: list[tuple[str, str, dict[str, Any]]] = [
         "chat",
         chat(user([_p := {"type": "text", "text": "jane.doe@exa"}, {"type": "text", "text": "mple.com"}])),
     ),
+    (
+        "e-mail split across two messages",
+        "chat",
+        chat(user("write to jane.doe@exa"), user("mple.com please")),
+    ),
+    (
+        "e-mail split across the text parts of two messages",
+        "chat",
+        chat(user([{"type": "text", "text": "jane.doe"}]), user([{"type": "text", "text": "@example.com"}])),
+    ),
     ("metadata value", "chat", chat(metadata={"customer": EMAIL})),
     ("metadata key", "chat", chat(metadata={EMAIL: "x"})),
     ("stop sequence", "chat", chat(stop=["\n", EMAIL])),

@@ -11,7 +11,8 @@ detector must see, so a field OpenAI adds tomorrow is scanned by default:
   `input`, ...; one detector pass reads them all (detectors.py joins them);
 - JSON `\\uXXXX` escapes left inside a string (tool arguments are JSON text) read decoded as well;
 - the concatenation of the strings and text parts in one array, so a value split across two parts
-  of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole;
+  of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole, and of the messages' texts in a
+  conversation, so one split across two messages is too;
 - the values of enum-like fields and numeric settings too (`role`, `type`, `service_tier`,
   `seed`, ...): a value is read because it is forwarded, whatever the API says it should hold (a
   card number as a `seed`, an address as a nested `role`). Only the top-level `model`
@@ -214,11 +215,28 @@ def _decoded_text(data_url: str) -> str | None:
 
 
 def _text_of(item: Any) -> str | None:
-    """A string item, or a text part's text (what a split value is joined from)."""
+    """A string item, a text part's text, or a message's whole text (what a split value is joined from)."""
     if isinstance(item, str):
         return item
     if isinstance(item, dict):
         text = item.get("text")
+        if isinstance(text, str):
+            return text
+        content = item.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            pieces = [piece for piece in map(_part_text, content) if piece is not None]
+            return "".join(pieces) if pieces else None
+    return None
+
+
+def _part_text(part: Any) -> str | None:
+    """A content part's text: a string or a text part (one level; a message's parts, never messages)."""
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict):
+        text = part.get("text")
         return text if isinstance(text, str) else None
     return None
 
