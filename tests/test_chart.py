@@ -447,3 +447,22 @@ def test_the_chart_refuses_one_port_for_the_router_api_and_its_metrics(helm: Hel
 
     assert result.returncode != 0
     assert "injection.port and injection.metricsPort must differ" in result.stderr
+
+
+def test_the_admission_policies_refuse_a_cluster_too_old_to_enforce_them(helm: Helm) -> None:
+    """On 1.29 the chart says what to do instead of installing without the guard; opting out renders."""
+    refused = helm.run(*helm.template_args(), "--kube-version", "1.29.4", check=False)
+
+    assert refused.returncode != 0
+    assert "rbac.admissionPolicy=false" in refused.stderr
+    assert "v1.29.4" in refused.stderr
+
+    opted_out = helm.template(set_values={"rbac.admissionPolicy": "false"}, extra=["--kube-version", "1.29.4"])
+    assert not by_kind(opted_out, "ValidatingAdmissionPolicy")
+    assert by_kind(opted_out, "Deployment")
+
+    current = helm.template()
+    assert {doc["metadata"]["name"] for doc in by_kind(current, "ValidatingAdmissionPolicy")} == {
+        binding["spec"]["policyName"] for binding in by_kind(current, "ValidatingAdmissionPolicyBinding")
+    }
+    assert len(by_kind(current, "ValidatingAdmissionPolicy")) == 2
