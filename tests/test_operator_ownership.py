@@ -3,7 +3,8 @@
 - A managed endpoint whose name is taken by a team's Service or Deployment refuses it (Ready=False,
   OwnershipConflict) and never adds a controller reference, so deleting the endpoint can never
   garbage-collect the team's object; a field of its own Deployment that someone else manages is
-  reported (FieldConflict), not forced.
+  reported (FieldConflict), not forced. A controller reference removed between the operator's
+  ownership check and its write is refused too: the write is pinned to the version it checked.
 - A policy's own ConfigMap gets the compiled content back after a hand edit (with an Event), and
   later policy changes still reach it; a ConfigMap of the same name it does not control is refused.
 - An endpoint switched from a managed pool to a cloud API scales its former pool to 0 (its own
@@ -16,13 +17,16 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
-from hybridroute_operator.apply import FIELD_MANAGER
+from hybridroute_operator import render
+from hybridroute_operator.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION, LocalSpec
+from hybridroute_operator.apply import FIELD_MANAGER, Cluster, OwnershipConflict
 from hybridroute_operator.compile import CONFIG_HASH_ANNOTATION
 from hybridroute_router.config import CONFIGMAP_KEY, parse_config
 from tests.fixtures.operator import Kube, OperatorProcesses, eventually
@@ -135,6 +139,34 @@ def test_a_child_someone_disowned_is_refused_and_the_endpoint_recovers_once_it_i
         lambda: (kube.condition(ENDPOINT_PLURAL, "llama", "Ready") or {}).get("reason") != "OwnershipConflict",
         "the conflict cleared",
     )
+
+
+def test_a_child_disowned_between_the_ownership_check_and_the_write_is_refused(
+    kube: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind the test above, made certain: the write is pinned to the version that was checked."""
+    kube.create(ENDPOINT_PLURAL, "racer", MANAGED_POOL)
+    endpoint = kube.get(ENDPOINT_PLURAL, "racer")
+    assert endpoint is not None
+    owner = render.Owner(name="racer", namespace=kube.namespace, uid=endpoint["metadata"]["uid"])
+    pool = render.managed_pool(owner, LocalSpec.model_validate(MANAGED_POOL["local"]))
+    cluster = Cluster(kube.core.api_client)
+    cluster.apply(pool.service)  # created, and ours
+
+    checked = cluster._claimed
+
+    def checked_then_disowned(manifest: Mapping[str, Any], *, whole: bool) -> dict[str, Any] | None:
+        live = checked(manifest, whole=whole)
+        if live is not None and (live["metadata"].get("ownerReferences") or []):
+            kube.core.patch_namespaced_service(  # someone strips the reference right after the check
+                "racer", kube.namespace, [{"op": "remove", "path": "/metadata/ownerReferences"}]
+            )
+        return live
+
+    monkeypatch.setattr(cluster, "_claimed", checked_then_disowned)
+    with pytest.raises(OwnershipConflict, match="Service racer exists and is not owned by InferenceEndpoint racer"):
+        cluster.apply(pool.service)
+    assert not kube.core.read_namespaced_service("racer", kube.namespace).metadata.owner_references
 
 
 OPENAI = {"provider": "openai", "model": "gpt-4o-mini", "apiKeySecretRef": {"name": "openai", "key": "api-key"}}

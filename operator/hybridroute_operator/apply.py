@@ -37,6 +37,8 @@ METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s
 REQUEST_TIMEOUT_SECONDS: Final = 30
 CONFIG_MAP_APPLY_ATTEMPTS: Final = 3
 """A policy's ConfigMap changed between its claim and its apply this many times in a row: give up for now."""
+APPLY_ATTEMPTS: Final = 3
+"""A pool child changed between its claim and its pinned apply this many times in a row: report it (next pass)."""
 
 
 class OwnershipConflict(Exception):
@@ -95,13 +97,31 @@ class Cluster:
         return live
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply a child we own (after `claim`), without force; returns the live object.
+        """Server-side apply a child we own, without force; returns the live object.
+
+        Claimed again right before the write, and the write is pinned to the resourceVersion that
+        claim read: an object whose controller reference someone removed between the check and the
+        write is a 409, claimed once more (and then refused), never written back to us. A status
+        update in between (the Deployment controller's) is the same 409 and just claims again.
 
         A field someone else manages is a 409 Conflict (`ownership.field_conflicts` reads it): the
         operator reports it rather than taking the field. A conflict with nobody but the operator
         itself (its own update that scaled a former pool to 0, `stop_pool`) takes nothing from anyone:
         that apply is forced.
         """
+        attempts_left = APPLY_ATTEMPTS
+        while True:
+            live = self._claimed(manifest, whole=False)
+            pinned = manifest if live is None else _pinned(manifest, live["metadata"]["resourceVersion"])
+            try:
+                return self._apply_unless_others_hold_fields(pinned)
+            except ApiException as exc:
+                attempts_left -= 1
+                changed_since_claim = exc.status == HTTPStatus.CONFLICT and not ownership.conflict_managers(exc.body)
+                if not changed_since_claim or not attempts_left:
+                    raise
+
+    def _apply_unless_others_hold_fields(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         try:
             return self._apply(manifest, force=False)
         except ApiException as exc:
@@ -191,8 +211,7 @@ class Cluster:
                 _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
             version = _json(response)["metadata"]["resourceVersion"]
-        pinned = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
-        self._apply(pinned, force=True)
+        self._apply(_pinned(manifest, version), force=True)
         return ownership.hand_editors(live_metadata, FIELD_MANAGER)
 
     def _apply(self, manifest: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
@@ -311,6 +330,11 @@ class Cluster:
                 return None
             raise
         return _json(response)
+
+
+def _pinned(manifest: Mapping[str, Any], resource_version: str) -> dict[str, Any]:
+    """`manifest` as a write that the API server refuses (409) unless the object is still at that version."""
+    return {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": resource_version}}
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -130,7 +130,7 @@ async def reconcile_endpoint(body: kopf.Body, state: OperatorState) -> None:
         except OwnershipConflict as exc:
             health = status.failed_health(Reason.OWNERSHIP_CONFLICT, str(exc))
         except kubernetes.client.ApiException as exc:
-            if exc.status == 409:
+            if exc.status == 409 and ownership.conflict_managers(exc.body):
                 conflicts = ownership.field_conflicts(exc.body)
                 message = f"fields of the pool managed by someone else, not overwritten: {conflicts}"
                 health = status.failed_health(Reason.FIELD_CONFLICT, message)
