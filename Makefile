@@ -43,7 +43,7 @@ $(MODEL_SERVER_STAMP): pyproject.toml $(STAMP)
 model-server: images $(MODEL_SERVER_STAMP)
 
 test: install demo-view deps toolchain images model-server
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not cluster and not prometheus and not images" $(PYTEST_ARGS)
