@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from hybridroute_router.config import EndpointConfig, PrivacyConfig, RegexDetector, RouterConfig
-from hybridroute_router.content import readable_content
+from hybridroute_router.content import SEAM_CHARS, readable_content
+from hybridroute_router.detectors import TEXT_SEPARATOR
 from hybridroute_router.profile import build_profile
 from hybridroute_router.proxy import FORWARDED_CLIENT_HEADERS, upstream_headers
 
@@ -87,6 +88,16 @@ LOCATIONS: list[tuple[str, str, dict[str, Any]]] = [
         "chat",
         chat(user([{"type": "text", "text": "jane.doe"}]), user([{"type": "text", "text": "@example.com"}])),
     ),
+    (
+        "e-mail cut into three messages, the middle one short",
+        "chat",
+        chat(user("mail jane.doe"), user("@"), user("example.com today")),
+    ),
+    (
+        "e-mail split between two long messages",
+        "chat",
+        chat(user("word " * 400 + "jane.doe@exa"), user("mple.com " + "word " * 400)),
+    ),
     ("metadata value", "chat", chat(metadata={"customer": EMAIL})),
     ("metadata key", "chat", chat(metadata={EMAIL: "x"})),
     ("stop sequence", "chat", chat(stop=["\n", EMAIL])),
@@ -141,6 +152,16 @@ def test_pii_anywhere_in_the_body_makes_the_request_sensitive(kind: Any, body: d
     )
     assert profile.sensitive
     assert any(reason.startswith("detector:") for reason in profile.sensitive_reasons)
+
+
+def test_what_is_read_across_messages_is_bounded_by_the_seams_not_the_conversation() -> None:
+    long_messages = [user("word " * 2000) for _ in range(10)]
+
+    found = readable_content(chat(*long_messages))
+
+    conversation = sum(len(message["content"]) for message in long_messages)
+    seams = 9 * (2 * SEAM_CHARS + len(TEXT_SEPARATOR))
+    assert conversation < sum(map(len, found.texts)) <= conversation + seams + 100
 
 
 def test_every_forwarded_value_is_read_and_only_the_rewritten_model_is_not() -> None:

@@ -10,9 +10,9 @@ detector must see, so a field OpenAI adds tomorrow is scanned by default:
   `response_format` schemas, `prediction`, `user`, `metadata`, `stop`, `suffix`, embeddings
   `input`, ...; one detector pass reads them all (detectors.py joins them);
 - JSON `\\uXXXX` escapes left inside a string (tool arguments are JSON text) read decoded as well;
-- the concatenation of the strings and text parts in one array, so a value split across two parts
-  of a message (`"jane.doe@exa"`, `"mple.com"`) is read whole, and of the messages' texts in a
-  conversation, so one split across two messages is too;
+- the seams of the strings and text parts in one array, so a value split across two parts of a
+  message (`"jane.doe@exa"`, `"mple.com"`) is read whole, and of the messages' texts in a
+  conversation, so one split across two messages is too (`SEAM_CHARS` on each side of a cut);
 - the values of enum-like fields and numeric settings too (`role`, `type`, `service_tier`,
   `seed`, ...): a value is read because it is forwarded, whatever the API says it should hold (a
   card number as a `seed`, an address as a nested `role`). Only the top-level `model`
@@ -35,6 +35,12 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from .detectors import TEXT_SEPARATOR
+
+SEAM_CHARS: Final = 64
+"""How far on each side of a cut between two parts or messages a split value is read whole: every value
+of up to this many characters (an e-mail address, a card, a phone number), wherever it is cut."""
 
 REWRITTEN_KEYS: Final = frozenset({"model"})
 """Top-level keys whose value never leaves: the router replaces it (`model` becomes the endpoint's own
@@ -184,10 +190,9 @@ def readable_content(body: dict[str, Any]) -> ReadableContent:
                     texts.append(key)  # a client's own key (metadata, schema properties) may be PII
                 stack.append(item)
         elif isinstance(value, list):
-            joined = [_text_of(item) for item in value]
-            pieces = [piece for piece in joined if piece is not None]
+            pieces = [piece for piece in map(_text_of, value) if piece is not None]
             if len(pieces) > 1:
-                texts.append("".join(pieces))
+                texts.append(_seams(pieces))
             stack.extend(value)
         elif isinstance(value, bool) or value is None:
             continue
@@ -214,21 +219,33 @@ def _decoded_text(data_url: str) -> str | None:
         return None
 
 
+def _seams(pieces: list[str]) -> str:
+    """The text around every place where consecutive pieces meet, joined: of each piece the last
+    `SEAM_CHARS` before the next one and the first `SEAM_CHARS` after the previous one (a short piece
+    whole, so a value cut into three is read too), the rest left out behind `TEXT_SEPARATOR`. Each
+    piece was read whole on its own; this reads what only the seams hold, at a cost bounded per seam
+    rather than a second pass over the whole conversation."""
+    last = len(pieces) - 1
+    seams = []
+    for index, piece in enumerate(pieces):
+        head = piece[:SEAM_CHARS] if index > 0 else ""
+        tail = piece[-SEAM_CHARS:] if index < last else ""
+        if len(piece) <= len(head) + len(tail):
+            seams.append(piece)
+        else:
+            seams.append(f"{head}{TEXT_SEPARATOR}{tail}")
+    return "".join(seams)
+
+
 def _text_of(item: Any) -> str | None:
     """A string item, a text part's text, or a message's whole text (what a split value is joined from)."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict):
-        text = item.get("text")
-        if isinstance(text, str):
-            return text
-        content = item.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            pieces = [piece for piece in map(_part_text, content) if piece is not None]
-            return "".join(pieces) if pieces else None
-    return None
+    text = _part_text(item)
+    if text is not None or not isinstance(item, dict):
+        return text
+    content = item.get("content")
+    if isinstance(content, list):
+        content = "".join(piece for piece in map(_part_text, content) if piece is not None) or None
+    return content if isinstance(content, str) else None
 
 
 def _part_text(part: Any) -> str | None:
