@@ -93,6 +93,16 @@ LOCATIONS: list[tuple[str, str, dict[str, Any]]] = [
         "chat",
         chat(user("mail jane.doe"), user("@"), user("example.com today")),
     ),
+    (  # read glued to "room 12", the card would be "room 125500-0000-…", which is no card
+        "card split across two messages after one that ends in digits",
+        "chat",
+        chat(user("room 12"), user("5500-0000"), user("-0000-0004")),
+    ),
+    (
+        "card split across two text parts after one that ends in digits",
+        "chat",
+        chat(user([{"type": "text", "text": text} for text in ("room 12", "5500-0000", "-0000-0004")])),
+    ),
     (
         "e-mail split between two long messages",
         "chat",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -220,21 +221,19 @@ def _decoded_text(data_url: str) -> str | None:
 
 
 def _seams(pieces: list[str]) -> str:
-    """The text around every place where consecutive pieces meet, joined: of each piece the last
-    `SEAM_CHARS` before the next one and the first `SEAM_CHARS` after the previous one (a short piece
-    whole, so a value cut into three is read too), the rest left out behind `TEXT_SEPARATOR`. Each
-    piece was read whole on its own; this reads what only the seams hold, at a cost bounded per seam
-    rather than a second pass over the whole conversation."""
-    last = len(pieces) - 1
-    seams = []
-    for index, piece in enumerate(pieces):
-        head = piece[:SEAM_CHARS] if index > 0 else ""
-        tail = piece[-SEAM_CHARS:] if index < last else ""
-        if len(piece) <= len(head) + len(tail):
-            seams.append(piece)
-        else:
-            seams.append(f"{head}{TEXT_SEPARATOR}{tail}")
-    return "".join(seams)
+    """The text around each place where consecutive pieces meet, one seam per cut: the last
+    `SEAM_CHARS` of the piece before and the first of the piece after, glued. One cut per seam, so
+    the text of a third piece never sticks to a value and hides it (`theressn: 123…` is no label);
+    and a short piece with both its neighbours' edges, so a value cut into three is read whole too.
+    Each piece was read whole on its own; seams cost a bounded amount per cut, not a second pass
+    over the conversation."""
+    seams = [before[-SEAM_CHARS:] + after[:SEAM_CHARS] for before, after in itertools.pairwise(pieces)]
+    seams += [
+        before[-SEAM_CHARS:] + middle + after[:SEAM_CHARS]
+        for before, middle, after in zip(pieces, pieces[1:], pieces[2:], strict=False)
+        if len(middle) <= SEAM_CHARS
+    ]
+    return TEXT_SEPARATOR.join(seams)
 
 
 def _text_of(item: Any) -> str | None:
