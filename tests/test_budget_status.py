@@ -9,6 +9,8 @@ that Prometheus as its own setting (the policy's URL is for routers only), must 
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from tests.fixtures.upstreams import RunningRouter, endpoint, router_config
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
 PRICING = {"inputPerMTok": 1000.0, "outputPerMTok": 1000.0}  # 18 tokens a request: $0.018
+HI = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def budget_of(kube: Kube, name: str) -> dict[str, Any]:
@@ -105,6 +108,16 @@ def test_budget_state_reaches_policy_status_events_and_kubectl(
     header, row = local_cluster.kubectl("get", "-n", kube.namespace, "rp", "team").splitlines()
     assert header.split() == ["NAME", "READY", "RESOLVED", "CONFIGMAP", "BUDGET", "AGE"]
     assert row.split()[4] == "Exhausted"
+
+    # The router decides from its own evaluation of the same query (every second), which may land a
+    # moment after the operator's: wait for the router's dry-run decision, then send for real.
+    def router_serves_locally() -> bool:
+        request = urllib.request.Request(f"{served.url}/hybridroute/v1/explain", data=json.dumps(HI).encode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            explained = json.load(response)
+        return bool(explained["decision"]["candidates"][0]["endpoint"] == "local")
+
+    eventually(router_serves_locally, "the router's own budget evaluation serving locally", timeout=30)
     answer = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
